@@ -1,0 +1,50 @@
+# servoscope — every developer and CI entry point. `make help` lists them.
+PYTHON ?= python3.11
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+CACHE ?= $(HOME)/.cache/servoscope
+export PYTHONPATH := $(CURDIR)
+
+.DEFAULT_GOAL := help
+.PHONY: help venv tools up down status simulator test lint format lock
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+
+$(STAMP): requirements.lock pyproject.toml
+	@echo "==> creating $(VENV) and installing requirements.lock"
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.lock
+	@touch $@
+
+venv: $(STAMP) ## create .venv with the locked dependencies
+
+tools: ## install Prometheus, Redis, nginx, wrk; build Jaeger and Toxiproxy (cached in ~/.cache/servoscope)
+	@tools/bootstrap.sh --check || tools/bootstrap.sh
+
+up: venv tools ## start the local stack in the background; returns once the gateway is ready
+	@$(PY) -m stack up
+
+down: ## stop the local stack; leaves no process behind
+	@$(PY) -m stack down
+
+status: ## which processes of the local stack are running
+	@$(PY) -m stack status
+
+simulator: venv ## run the Maestro simulator alone on a pty (first line: device: <pty>)
+	@$(PY) -m services.servo.simulator --control-port 0
+
+lint: venv ## ruff: lint and formatting check
+	@$(VENV)/bin/ruff check .
+	@$(VENV)/bin/ruff format --check .
+
+format: venv ## ruff: fix formatting and safe lint findings
+	@$(VENV)/bin/ruff format .
+	@$(VENV)/bin/ruff check --fix .
+
+test: venv tools lint ## the whole suite: unit, component and system tests (real processes)
+	@$(VENV)/bin/pytest
+
+lock: ## re-resolve requirements.lock from pyproject.toml (needs uv)
+	uv pip compile pyproject.toml --extra dev -p 3.11 -o requirements.lock

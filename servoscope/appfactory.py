@@ -1,0 +1,73 @@
+"""A Flask app with the stack's contracts already in place.
+
+Every service starts from :func:`create_app`: JSON logs, tracing, problem+json
+errors, request observation, ``/healthz``, ``/readyz`` and ``/metrics``::
+
+    app = create_app("servo-controller", readiness=lambda: (device.active, {"state": ...}))
+    app.register_blueprint(routes.blueprint)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from flask import Flask, Response, jsonify, request
+
+from servoscope import inbound, metrics, problems
+from servoscope.jsonlog import setup_logging
+from servoscope.problems import Problem
+from servoscope.settings import Settings, load
+from servoscope.telemetry import setup_tracing
+
+Readiness = Callable[[], tuple[bool, dict[str, Any]]]
+
+DEFAULT_MAX_BODY = 64 * 1024
+
+
+def create_app(
+    service: str,
+    *,
+    settings: Settings | None = None,
+    readiness: Readiness | None = None,
+    max_body_bytes: int = DEFAULT_MAX_BODY,
+) -> Flask:
+    """Build the Flask app for ``service`` (its OpenTelemetry ``service.name``)."""
+    settings = settings or load()
+    setup_logging(service)
+    setup_tracing(service, settings)
+
+    app = Flask(service)
+    app.config["MAX_CONTENT_LENGTH"] = max_body_bytes
+    app.json.sort_keys = False  # type: ignore[attr-defined]
+    app.extensions["servoscope.settings"] = settings
+    problems.install(app)
+    inbound.install(app)
+
+    @app.get("/healthz")
+    def healthz() -> Response:
+        return jsonify(status="ok", service=service)
+
+    @app.get("/readyz")
+    def readyz() -> Response:
+        ready, details = readiness() if readiness else (True, {})
+        if not ready:
+            raise Problem(
+                503,
+                "Not Ready",
+                f"{service} cannot do its job right now",
+                headers={"Retry-After": "1"},
+                **details,
+            )
+        return jsonify(status="ready", service=service, **details)
+
+    @app.get("/metrics")
+    def metrics_endpoint() -> Response:
+        payload, content_type = metrics.exposition(request.headers.get("Accept"))
+        return Response(payload, content_type=content_type)
+
+    return app
+
+
+def app_settings(app: Flask) -> Settings:
+    return app.extensions["servoscope.settings"]

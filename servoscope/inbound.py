@@ -1,0 +1,153 @@
+"""What happens to every inbound request, in every process: one WSGI middleware.
+
+It extracts the W3C trace context, opens the HTTP server span, accepts or mints
+``X-Request-ID``, returns both ids to the caller, records
+``http_server_request_duration_seconds`` with the trace id as exemplar, and writes
+one JSON access-log line. Health and metrics endpoints are measured but not traced
+or logged, so scrapes don't bury real traffic in Jaeger.
+
+The span ends when the app returns its response object; bodies here are small and
+already rendered, so that is when the work is done.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+import uuid
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from flask import Flask, request
+from opentelemetry import propagate, trace
+from opentelemetry.propagators.textmap import Getter
+from opentelemetry.trace import SpanKind, Status, StatusCode
+
+from servoscope import metrics
+
+QUIET_PATHS = frozenset({"/metrics", "/healthz", "/readyz"})
+REQUEST_ID_HEADER = "X-Request-ID"
+TRACE_ID_HEADER = "X-Trace-Id"
+_REQUEST_ID_OK = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+ROUTE_KEY = "servoscope.route"
+REQUEST_ID_KEY = "servoscope.request_id"
+
+access_log = logging.getLogger("servoscope.access")
+tracer = trace.get_tracer("servoscope.inbound")
+
+WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
+
+
+class _EnvironGetter(Getter[dict[str, Any]]):
+    def get(self, carrier: dict[str, Any], key: str) -> list[str] | None:
+        value = carrier.get("HTTP_" + key.upper().replace("-", "_"))
+        return [value] if value is not None else None
+
+    def keys(self, carrier: dict[str, Any]) -> list[str]:
+        return [k[5:].lower().replace("_", "-") for k in carrier if k.startswith("HTTP_")]
+
+
+_getter = _EnvironGetter()
+
+
+def request_id(environ: dict[str, Any]) -> str:
+    """The caller's ``X-Request-ID`` when it is sane, else a fresh one."""
+    given = environ.get("HTTP_X_REQUEST_ID")
+    if given and _REQUEST_ID_OK.match(given):
+        return given
+    return uuid.uuid4().hex
+
+
+class InboundObserver:
+    """Wraps a WSGI app with tracing, metrics, request ids and access logs."""
+
+    def __init__(self, app: WSGIApp) -> None:
+        self.app = app
+
+    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]):
+        started = time.perf_counter()
+        method = environ.get("REQUEST_METHOD", "GET")
+        path = environ.get("PATH_INFO", "/")
+        rid = environ[REQUEST_ID_KEY] = request_id(environ)
+        outcome: dict[str, int] = {}
+
+        def respond(status: str, headers: list[tuple[str, str]], exc_info: Any = None):
+            outcome["status"] = int(status[:3])
+            headers.append((REQUEST_ID_HEADER, rid))
+            ctx = trace.get_current_span().get_span_context()
+            if ctx.is_valid:
+                headers.append((TRACE_ID_HEADER, format(ctx.trace_id, "032x")))
+            return start_response(status, headers, exc_info)
+
+        if path in QUIET_PATHS:
+            body = self.app(environ, respond)
+            self._measure(environ, method, started, outcome)
+            return body
+
+        parent = propagate.extract(environ, getter=_getter)
+        with tracer.start_as_current_span(
+            method,
+            context=parent,
+            kind=SpanKind.SERVER,
+            record_exception=False,
+            set_status_on_exception=False,
+            attributes={
+                "http.request.method": method,
+                "url.path": path,
+                "url.scheme": environ.get("wsgi.url_scheme", "http"),
+                "server.port": int(environ.get("SERVER_PORT") or 0),
+                "client.address": environ.get("REMOTE_ADDR", ""),
+                "user_agent.original": environ.get("HTTP_USER_AGENT", ""),
+                "http.request.header.x_request_id": rid,
+            },
+        ) as span:
+            body = self.app(environ, respond)
+            route = environ.get(ROUTE_KEY)
+            status = outcome.get("status", 500)
+            if route:
+                span.update_name(f"{method} {route}")
+                span.set_attribute("http.route", route)
+            span.set_attribute("http.response.status_code", status)
+            if status >= 500:
+                span.set_status(Status(StatusCode.ERROR))
+            elapsed = self._measure(environ, method, started, outcome)
+            access_log.info(
+                "%s %s %d",
+                method,
+                path,
+                status,
+                extra={
+                    "request_id": rid,
+                    "method": method,
+                    "route": route or "",
+                    "path": path,
+                    "status": status,
+                    "latency_ms": round(elapsed * 1000, 3),
+                },
+            )
+        return body
+
+    @staticmethod
+    def _measure(environ: dict[str, Any], method: str, started: float, outcome: dict) -> float:
+        elapsed = time.perf_counter() - started
+        route = environ.get(ROUTE_KEY) or "unmatched"
+        metrics.observe(
+            metrics.SERVER_DURATION, elapsed, method, route, str(outcome.get("status", 500))
+        )
+        return elapsed
+
+
+def install(app: Flask) -> None:
+    """Observe every request of ``app``; the route template is read after routing."""
+
+    @app.before_request
+    def _remember_route() -> None:
+        if request.url_rule is not None:
+            request.environ[ROUTE_KEY] = request.url_rule.rule
+
+    app.wsgi_app = InboundObserver(app.wsgi_app)  # type: ignore[method-assign]
+
+
+def current_request_id() -> str:
+    return request.environ.get(REQUEST_ID_KEY, "")

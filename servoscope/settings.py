@@ -1,0 +1,114 @@
+"""Stack-wide settings: one TOML file, overridable key by key from the environment.
+
+Every process of the stack reads its ports and options through :func:`load`, so a
+test can run a second stack on free ports beside a running ``make up`` simply by
+setting environment variables::
+
+    >>> import os
+    >>> os.environ["SERVOSCOPE_PORTS_GATEWAY"] = "18080"
+    >>> load().port("gateway")
+    18080
+
+The file is ``servoscope.toml`` at the repository root unless ``SERVOSCOPE_CONFIG``
+names another one. Environment variables are named ``SERVOSCOPE_<SECTION>_<KEY>``
+in upper case and are parsed to the type of the value they replace.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_FILE = REPO_ROOT / "servoscope.toml"
+ENV_PREFIX = "SERVOSCOPE_"
+
+
+class SettingsError(RuntimeError):
+    """A settings file or override is unusable; the message says which and how to fix it."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Parsed settings: ``sections[section][key]`` with environment overrides applied."""
+
+    sections: Mapping[str, Mapping[str, Any]]
+    source: Path
+
+    def get(self, section: str, key: str) -> Any:
+        try:
+            return self.sections[section][key]
+        except KeyError:
+            raise SettingsError(
+                f"{self.source}: missing key [{section}] {key}. Add it to the file "
+                f"or set {env_name(section, key)}."
+            ) from None
+
+    def port(self, name: str) -> int:
+        return int(self.get("ports", name))
+
+    @property
+    def host(self) -> str:
+        return str(self.get("stack", "host"))
+
+    def url(self, name: str) -> str:
+        """Base URL of a component of the stack, e.g. ``url("servo")``."""
+        return f"http://{self.host}:{self.port(name)}"
+
+    def path(self, section: str, key: str) -> Path:
+        """A path setting, resolved against the repository root when relative."""
+        value = Path(str(self.get(section, key)))
+        return value if value.is_absolute() else REPO_ROOT / value
+
+
+def env_name(section: str, key: str) -> str:
+    return f"{ENV_PREFIX}{section}_{key}".upper()
+
+
+def _coerce(raw: str, like: Any, name: str) -> Any:
+    """Parse an environment string to the type of the file's value."""
+    try:
+        if isinstance(like, bool):
+            if raw.lower() in ("1", "true", "yes", "on"):
+                return True
+            if raw.lower() in ("0", "false", "no", "off"):
+                return False
+            raise ValueError(raw)
+        if isinstance(like, int):
+            return int(raw)
+        if isinstance(like, float):
+            return float(raw)
+    except ValueError:
+        raise SettingsError(
+            f"{name}={raw!r} is not a valid {type(like).__name__}; use a value like {like!r}."
+        ) from None
+    return raw
+
+
+def load(environ: Mapping[str, str] | None = None) -> Settings:
+    """Read the settings file and apply ``SERVOSCOPE_<SECTION>_<KEY>`` overrides."""
+    env = os.environ if environ is None else environ
+    source = Path(env.get("SERVOSCOPE_CONFIG", DEFAULT_FILE))
+    try:
+        data = tomllib.loads(source.read_text())
+    except FileNotFoundError:
+        raise SettingsError(
+            f"settings file {source} does not exist. Point SERVOSCOPE_CONFIG at a "
+            f"servoscope.toml, or unset it to use {DEFAULT_FILE}."
+        ) from None
+    except tomllib.TOMLDecodeError as exc:
+        raise SettingsError(f"{source}: {exc}. Fix the TOML syntax there.") from None
+    sections: dict[str, dict[str, Any]] = {}
+    for section, values in data.items():
+        if not isinstance(values, dict):
+            raise SettingsError(f"{source}: top-level key {section!r} must be a [section].")
+        resolved = {}
+        for key, value in values.items():
+            name = env_name(section, key)
+            resolved[key] = _coerce(env[name], value, name) if name in env else value
+        sections[section] = resolved
+    return Settings(sections=sections, source=source)

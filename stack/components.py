@@ -1,0 +1,140 @@
+"""The processes of the local stack, in start order, each with its readiness check.
+
+Everything here is derived from :mod:`servoscope.settings`, so a second stack on
+other ports is only a matter of environment variables.
+"""
+
+from __future__ import annotations
+
+import os
+import string
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from servoscope.settings import REPO_ROOT, Settings
+
+TOOLS_BIN = Path(os.environ.get("SERVOSCOPE_CACHE", Path.home() / ".cache" / "servoscope")) / "bin"
+
+
+@dataclass
+class Component:
+    """One supervised process: how to start it and how to know it is ready."""
+
+    name: str
+    argv: list[str]
+    ready_url: str | None = None  # GET answers 2xx when ready
+    ready_path: Path | None = None  # exists when ready (the simulator's pty link)
+    env: dict[str, str] = field(default_factory=dict)
+    prepare: Callable[[], None] | None = None  # runs before every (re)start
+    ready_timeout_s: float = 30.0
+
+
+def gunicorn_argv(app: str) -> list[str]:
+    return [sys.executable, "-m", "gunicorn", "-c", "python:servoscope.gunicorn_conf", app]
+
+
+def gunicorn_env(service: str, settings: Settings, port_name: str, section: str) -> dict[str, str]:
+    """Bind address, workers and threads for servoscope.gunicorn_conf."""
+    options = settings.sections.get(section, {})
+    return {
+        "SERVOSCOPE_SERVICE": service,
+        "SERVOSCOPE_BIND": f"{settings.host}:{settings.port(port_name)}",
+        "SERVOSCOPE_WORKERS": str(options.get("workers", 1)),
+        "SERVOSCOPE_THREADS": str(options.get("threads", 8)),
+    }
+
+
+def render_prometheus_config(settings: Settings, run_dir: Path) -> Path:
+    template = (REPO_ROOT / "observability" / "prometheus" / "prometheus.yml").read_text()
+    values = {"host": settings.host, **{k: str(v) for k, v in settings.sections["ports"].items()}}
+    target = run_dir / "prometheus.yml"
+    target.write_text(string.Template(template).substitute(values))
+    return target
+
+
+def components(settings: Settings, run_dir: Path) -> list[Component]:
+    host = settings.host
+    port = settings.port
+    tty_link = run_dir / "servo-tty"
+    sim = settings.sections["simulator"]
+    prometheus_config = run_dir / "prometheus.yml"
+    # A real Maestro (SERVO_PORT=/dev/ttyACM0) replaces the simulator.
+    real_device = os.environ.get("SERVO_PORT")
+
+    def prepare_prometheus() -> None:
+        render_prometheus_config(settings, run_dir)
+
+    simulator = Component(
+        name="simulator",
+        argv=[
+            sys.executable,
+            "-m",
+            "services.servo.simulator",
+            "--link",
+            str(tty_link),
+            "--control-port",
+            str(port("simulator_control")),
+            "--control-host",
+            host,
+            "--channels",
+            str(sim["channels"]),
+            "--speed",
+            str(sim["speed"]),
+            "--acceleration",
+            str(sim["acceleration"]),
+            "--baud",
+            str(sim["baud"]),
+        ],
+        ready_path=tty_link,
+    )
+    return [
+        Component(
+            name="jaeger",
+            argv=[
+                str(TOOLS_BIN / "jaeger"),
+                "--config",
+                str(REPO_ROOT / "observability" / "jaeger" / "config.yaml"),
+            ],
+            env={
+                "JAEGER_HOST": host,
+                "JAEGER_QUERY_HTTP_PORT": str(port("jaeger_ui")),
+                "JAEGER_QUERY_GRPC_PORT": str(port("jaeger_query_grpc")),
+                "JAEGER_HEALTH_PORT": str(port("jaeger_health")),
+                "JAEGER_OTLP_GRPC_PORT": str(port("jaeger_otlp_grpc")),
+                "JAEGER_OTLP_HTTP_PORT": str(port("jaeger_otlp_http")),
+            },
+            ready_url=f"http://{host}:{port('jaeger_health')}/status",
+        ),
+        Component(
+            name="prometheus",
+            argv=[
+                "prometheus",
+                f"--config.file={prometheus_config}",
+                f"--storage.tsdb.path={run_dir / 'prometheus-data'}",
+                f"--web.listen-address={host}:{port('prometheus')}",
+                "--web.enable-lifecycle",
+                "--enable-feature=exemplar-storage",
+                "--log.level=warn",
+            ],
+            ready_url=f"http://{host}:{port('prometheus')}/-/ready",
+            prepare=prepare_prometheus,
+        ),
+        *([] if real_device else [simulator]),
+        Component(
+            name="servo-controller",
+            argv=gunicorn_argv("services.servo.app:create_app()"),
+            env={
+                **gunicorn_env("servo-controller", settings, "servo", "servo"),
+                "SERVO_PORT": real_device or str(tty_link),
+            },
+            ready_url=f"http://{host}:{port('servo')}/readyz",
+        ),
+        Component(
+            name="gateway",
+            argv=gunicorn_argv("gateway.app:create_app()"),
+            env=gunicorn_env("gateway", settings, "gateway", "gateway"),
+            ready_url=f"http://{host}:{port('gateway')}/readyz",
+        ),
+    ]
