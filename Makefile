@@ -7,7 +7,7 @@ CACHE ?= $(HOME)/.cache/servoscope
 export PYTHONPATH := $(CURDIR)
 
 .DEFAULT_GOAL := help
-.PHONY: help venv tools up down status simulator test lint format lock
+.PHONY: help venv tools up down status simulator test lint format lock bench
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -48,3 +48,6 @@ test: venv tools lint ## the whole suite: unit, component and system tests (real
 
 lock: ## re-resolve requirements.lock from pyproject.toml (needs uv)
 	uv pip compile pyproject.toml --extra dev -p 3.11 -o requirements.lock
+
+bench: venv tools ## run the benchmarks (bench/bench_*.py) and rewrite BENCHMARKS.md
+	@$(PY) -m bench $(TOPICS)

@@ -6,7 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.system.harness import Stack, start_stack
+from stack.ephemeral import Stack, start_stack
 
 
 @pytest.fixture(scope="session")

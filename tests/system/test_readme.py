@@ -7,7 +7,7 @@ import re
 import subprocess
 
 from servoscope.settings import REPO_ROOT
-from tests.system.harness import Stack
+from stack.ephemeral import Stack
 
 README = (REPO_ROOT / "README.md").read_text()
 

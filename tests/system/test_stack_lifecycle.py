@@ -12,7 +12,7 @@ import pytest
 
 from servoscope.settings import REPO_ROOT, load
 from stack.__main__ import pid_alive
-from tests.system.harness import answers_ok, http, stack_env, start_stack, wait_for
+from stack.ephemeral import answers_ok, http, stack_env, start_stack, wait_for
 
 
 def test_make_down_leaves_no_process(tmp_path) -> None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import time
 
-from tests.system.harness import Stack, http, wait_for
+from stack.ephemeral import Stack, http, wait_for
 
 PROBLEM = "application/problem+json"
 

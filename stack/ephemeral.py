@@ -1,9 +1,16 @@
-"""A whole stack of real processes on free ports, started and stopped with the
-README's own commands (`make up`, `make down`), beside any stack already running;
-plus the small HTTP and polling helpers the system tests share."""
+"""A whole stack of real processes on free ports, beside any stack already running.
+
+Tests, benchmarks, load runs and chaos experiments start their stacks here, with the
+README's own commands (``make up``, ``make down``), so those commands are exercised
+every time::
+
+    with ephemeral_stack(tmp_dir / "run") as stack:
+        stack.api("GET", "/api/servo/current-angle?channel=0")
+"""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
@@ -12,11 +19,10 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-
-import pytest
 
 from servoscope.settings import REPO_ROOT, Settings, env_name, load
 
@@ -129,11 +135,13 @@ def start_stack(run_dir: Path, **overrides: str) -> Stack:
         logs = "\n".join(
             f"--- {p.name}\n{p.read_text()[-3000:]}" for p in (run_dir / "logs").glob("*.log")
         )
-        pytest.fail(f"make up failed:\n{result.stdout}\n{result.stderr}\n{logs}")
+        raise RuntimeError(f"make up failed:\n{result.stdout}\n{result.stderr}\n{logs}")
     return stack
 
 
-def wait_for(predicate, timeout: float, interval: float = 0.1, message: str = "condition"):
+def wait_for(
+    predicate: Callable[[], Any], timeout: float, interval: float = 0.1, message: str = "condition"
+) -> Any:
     """Poll ``predicate`` until it returns a truthy value; fail after ``timeout`` seconds."""
     deadline = time.monotonic() + timeout
     while True:
@@ -141,7 +149,7 @@ def wait_for(predicate, timeout: float, interval: float = 0.1, message: str = "c
         if value:
             return value
         if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout}s waiting for {message}")
+            raise TimeoutError(f"timed out after {timeout}s waiting for {message}")
         time.sleep(interval)
 
 
@@ -151,3 +159,13 @@ def answers_ok(url: str) -> bool:
         return 200 <= http("GET", url, timeout=1).status < 300
     except (urllib.error.URLError, OSError):
         return False
+
+
+@contextlib.contextmanager
+def ephemeral_stack(run_dir: Path, **overrides: str) -> Iterator[Stack]:
+    """A stack on free ports for the duration of a ``with`` block; always brought down."""
+    stack = start_stack(run_dir, **overrides)
+    try:
+        yield stack
+    finally:
+        stack.make("down")
