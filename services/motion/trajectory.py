@@ -27,6 +27,8 @@ MIN_JERK_PEAK_VELOCITY = 1.875  # times distance / duration
 MIN_JERK_PEAK_ACCELERATION = 10 / math.sqrt(3)  # times distance / duration²
 # A trapezoid planned for a duration spends a third of it accelerating and a third braking.
 TRAPEZOID_RAMP_FRACTION = 1 / 3
+# Far below a servo's resolution (about 0.05 degrees): such a move is no move.
+MIN_DISTANCE = 1e-6
 
 
 class PlanningError(ValueError):
@@ -125,7 +127,7 @@ def plan(
         return Trajectory(profile, start, target, duration_s, ramp)
     if max_velocity is None or max_acceleration is None:
         raise PlanningError("give duration_s, or both max_velocity and max_acceleration")
-    if distance == 0.0:
+    if distance < MIN_DISTANCE:
         return Trajectory(profile, start, target, 0.0)
     if profile == "minimum-jerk":
         duration = max(
