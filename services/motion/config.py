@@ -23,17 +23,4 @@ class MotionConfig:
 
 
 def load_config(settings: Settings) -> MotionConfig:
-    section = settings.sections.get("motion", {})
-    return MotionConfig(
-        servo_url=settings.url("servo"),
-        rate_hz=float(section.get("rate_hz", 50.0)),
-        setpoint_timeout_s=float(section.get("setpoint_timeout_s", 0.2)),
-        measure_every=int(section.get("measure_every", 5)),
-        channels=int(section.get("channels", 12)),
-        min_angle=float(section.get("min_angle", 0.0)),
-        max_angle=float(section.get("max_angle", 180.0)),
-        max_duration_s=float(section.get("max_duration_s", 60.0)),
-        history=int(section.get("history", 1000)),
-        default_max_velocity=float(section.get("default_max_velocity", 60.0)),
-        default_max_acceleration=float(section.get("default_max_acceleration", 240.0)),
-    )
+    return settings.options("motion", MotionConfig, servo_url=settings.url("servo"))

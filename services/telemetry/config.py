@@ -19,12 +19,8 @@ class TelemetryConfig:
 
 
 def load_config(settings: Settings) -> TelemetryConfig:
-    section = settings.sections.get("telemetry_logger", {})
-    return TelemetryConfig(
+    return settings.options(
+        "telemetry_logger",
+        TelemetryConfig,
         database=settings.path("telemetry_logger", "database"),
-        max_batch=int(section.get("max_batch", 1000)),
-        max_age_s=float(section.get("max_age_s", 86400.0)),
-        max_rows=int(section.get("max_rows", 1_000_000)),
-        busy_timeout_s=float(section.get("busy_timeout_s", 5.0)),
-        retention_period_s=float(section.get("retention_period_s", 30.0)),
     )

@@ -56,3 +56,19 @@ def test_broken_toml_is_reported_with_its_path(tmp_path: Path) -> None:
 
 def test_env_names_are_upper_case_section_then_key() -> None:
     assert env_name("ports", "jaeger_ui") == "SERVOSCOPE_PORTS_JAEGER_UI"
+
+
+def test_options_fill_a_dataclass_from_a_section(tmp_path: Path) -> None:
+    from dataclasses import dataclass
+
+    @dataclass(frozen=True)
+    class Options:
+        url: str
+        rate_hz: float = 50.0
+        retries: int = 2
+
+    config = tmp_path / "s.toml"
+    config.write_text("[svc]\nrate_hz = 10\nworkers = 4\n")
+    options = load({"SERVOSCOPE_CONFIG": str(config)}).options("svc", Options, url="http://x")
+    assert options == Options(url="http://x", rate_hz=10.0, retries=2)
+    assert isinstance(options.rate_hz, float)
