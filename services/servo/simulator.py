@@ -25,8 +25,11 @@ Control interface (HTTP/JSON, 127.0.0.1 only; errors are RFC 9457
 ``GET /state``
     ``{"device", "link", "channels": [{"channel", "target_qus", "position_qus",
     "speed", "acceleration", "moving"}], "errors", "faults", "bytes_received",
-    "commands_received"}``. ``device`` is null while unplugged;
-    ``bytes_received`` counts every byte ever read from the serial line.
+    "commands_received", "commands_by_name"}``. ``device`` is null while
+    unplugged; ``bytes_received`` counts every byte ever read from the serial
+    line; ``commands_by_name`` counts executed commands by name
+    (``{"set_target": 3, "get_position": 120}``), so a test can prove that no
+    Set Target reached the device while a poller keeps reading positions.
 ``GET /faults``
     ``{"faults": {mode: params}}``.
 ``PUT /faults/<mode>`` (optional JSON object body of parameters)
@@ -85,6 +88,17 @@ BITS_PER_BYTE = 10  # start bit + 8 data bits + stop bit
 READ_SIZE = 4096
 MAX_CONTROL_BODY = 64 * 1024
 FAULT_MODES = ("unplug", "stall", "slow", "garble", "error")
+# Names in GET /state's commands_by_name (the servo controller's span names use them too).
+COMMAND_NAMES: dict[type, str] = {
+    protocol.SetTarget: "set_target",
+    protocol.SetMultipleTargets: "set_multiple_targets",
+    protocol.SetSpeed: "set_speed",
+    protocol.SetAcceleration: "set_acceleration",
+    protocol.GetPosition: "get_position",
+    protocol.GetMovingState: "get_moving_state",
+    protocol.GetErrors: "get_errors",
+    protocol.GoHome: "go_home",
+}
 
 
 @dataclass(frozen=True)
@@ -227,6 +241,7 @@ class _State:
     faults: dict[str, dict[str, Any]] = field(default_factory=dict)
     bytes_received: int = 0
     commands_received: int = 0
+    commands_by_name: dict[str, int] = field(default_factory=dict)
     outbox: deque[_Reply] = field(default_factory=deque)
 
 
@@ -380,6 +395,7 @@ class Simulator:
                 "faults": self._faults_copy(),
                 "bytes_received": self._state.bytes_received,
                 "commands_received": self._state.commands_received,
+                "commands_by_name": dict(self._state.commands_by_name),
             }
 
     # --- port changes ---
@@ -498,6 +514,9 @@ class Simulator:
                 # Errors before this command first: a Get Errors reports them.
                 self._state.errors |= self._decoder.take_errors()
                 self._state.commands_received += 1
+                name = COMMAND_NAMES[type(frame.command)]
+                counts = self._state.commands_by_name
+                counts[name] = counts.get(name, 0) + 1
                 reply = self._execute(frame.command)
                 if reply:
                     self._schedule(frame, reply)

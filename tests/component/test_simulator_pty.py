@@ -353,6 +353,7 @@ def test_state_reports_channels_and_counts_every_byte(start_sim):
     assert state["device"] == sim.device_path and state["link"] is None
     assert state["bytes_received"] == 2 + 4 + 2
     assert state["commands_received"] == 2
+    assert state["commands_by_name"] == {"set_target": 1, "get_position": 1}
     assert state["errors"] == ErrorBits.SERIAL_PROTOCOL_ERROR
     assert len(state["channels"]) == 6
     channel = state["channels"][2]
