@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
@@ -174,6 +175,22 @@ def test_home_sends_every_channel_home(rig) -> None:
     assert r.writes()["go_home"] == 1
     wait_for(lambda: r.reading(0)["angle"] == 90.0, timeout=3)
     assert problem(r.client.post("/home", json={"all": True}), 422)["field"] == "all"
+
+
+def test_reads_do_not_queue_behind_a_command_on_the_wire(rig) -> None:
+    r = rig(timeout_s=0.5, fault_after_timeouts=100)
+    before = r.state()["bytes_received"]
+    r.sim.set_fault("stall")  # every exchange now holds the line for its whole deadline
+    wait_for(lambda: r.state()["bytes_received"] > before, timeout=2, message="a poll on the line")
+    command = threading.Thread(target=lambda: r.set_position(channel=0, angle=10))
+    command.start()
+    try:
+        reading = r.reading(0)  # served from the snapshot while the line is held
+        assert command.is_alive(), "the command should still be waiting for the device"
+        assert reading["angle"] == 90.0
+        assert r.client.get("/status").status_code == 200
+    finally:
+        command.join(timeout=5)
 
 
 def test_status_reports_state_errors_and_channels(rig) -> None:
