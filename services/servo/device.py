@@ -107,12 +107,15 @@ class PySerialLink:
                 raise DeviceUnavailable(f"{self.path} is not open")
             try:
                 port.reset_input_buffer()  # a late reply to a timed-out read must not leak here
-                port.write_timeout = timeout
+                # pyserial reconfigures the tty on every timeout assignment: only on change.
+                if port.write_timeout != timeout:
+                    port.write_timeout = timeout
+                if port.timeout != timeout:
+                    port.timeout = timeout
                 port.write(request)
                 if reply_length == 0:
                     port.flush()
                     return b""
-                port.timeout = timeout
                 reply = port.read(reply_length)
             except serial.SerialTimeoutException as exc:
                 raise DeviceTimeout(f"{self.path}: write did not finish in {timeout}s") from exc

@@ -220,6 +220,14 @@ def test_replies_are_paced_like_a_real_line(start_sim):
     assert min(round_trip(fast_line) for _ in range(3)) < 0.02
 
 
+def test_commands_written_together_are_paced_one_after_another(start_sim):
+    _, port = start_sim(baud=1200)  # full duplex: 10 requests of 2 bytes, then the last reply
+    started = time.monotonic()
+    replies = ask(port, p.encode_get_position(0) * 10, 20)
+    assert replies == p.encode_position_reply(6000) * 10
+    assert time.monotonic() - started >= (10 * 2 + 2) * 10 / 1200  # requests, then a reply
+
+
 def test_a_client_can_close_and_another_reopen(start_sim):
     sim, port = start_sim()
     port.write(p.encode_set_target(0, 7000))
