@@ -16,12 +16,15 @@ EXCHANGE_DURATION = Histogram(
     ["command"],
     buckets=EXCHANGE_BUCKETS,
 )
+ERROR_KINDS = ("timeout", "unavailable", "garbled", "device_error", "busy")
 SERIAL_ERRORS = Counter(
     "servo_serial_errors_total",
     "Failed exchanges and device-reported errors, by kind "
     "(timeout, unavailable, garbled, device_error, busy).",
     ["kind"],
 )
+for _kind in ERROR_KINDS:
+    SERIAL_ERRORS.labels(_kind)  # a series at 0 from the start, so rate() sees the first error
 DEVICE_CONNECTED = Gauge(
     "servo_device_connected", "1 while the device is active (connected and initialised), else 0."
 )
