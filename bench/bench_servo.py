@@ -166,9 +166,8 @@ def exchange_rates(ctx: BenchContext, baud: int, channels: int) -> list[list[obj
     try:
         config = ServoConfig(device=link_path, baud=baud, timeout_s=0.25, channel_count=channels)
         link = PySerialLink(link_path, baud)
-        link.open()
         device = ServoDevice(config, link)
-        device._set_state(device.state.ACTIVE)  # drive it directly: no device thread
+        assert device.connect(), device.last_failure  # driven from here: no device thread
         for repeat in range(ctx.repeats):
             ctx.say(f"exchange rate, repeat {repeat + 1}/{ctx.repeats}")
             rows[names[0]][1].append(_rate(lambda: link.exchange(get_position, 2, 0.25)))

@@ -132,7 +132,8 @@ class ServoDevice:
         metrics.DEVICE_CONNECTED.set(1 if state is DeviceState.ACTIVE else 0)
         # Log arrivals and losses; a retry loop against an unplugged port stays quiet.
         if previous is not state and DeviceState.ACTIVE in (previous, state):
-            log.warning("device %s: %s -> %s %s", self.config.device, previous, state, reason or "")
+            suffix = f": {reason}" if reason else ""
+            log.warning("device %s: %s -> %s%s", self.config.device, previous, state, suffix)
 
     def _fault(self, reason: str) -> None:
         if self._state in (DeviceState.ACTIVE, DeviceState.CONNECTING):
@@ -145,7 +146,7 @@ class ServoDevice:
         while not self._stop.is_set():
             try:
                 if not self.active:
-                    if self._connect():
+                    if self.connect():
                         backoff = self.config.reconnect_min_s
                         next_poll = time.monotonic()
                         continue
@@ -167,7 +168,12 @@ class ServoDevice:
         if seconds > 0 and self._wake.wait(seconds):
             self._wake.clear()
 
-    def _connect(self) -> bool:
+    def connect(self) -> bool:
+        """One connection attempt: open, apply the limits, read the errors; True if active.
+
+        The device thread calls it with backoff; a tool that drives the device without
+        the thread (a benchmark) may call it once instead of :meth:`start`.
+        """
         was = self._state
         self._set_state(DeviceState.CONNECTING)
         try:
@@ -238,7 +244,8 @@ class ServoDevice:
                 elapsed = time.perf_counter() - started
                 span.set_attribute("serial.latency_ms", round(elapsed * 1000, 3))
                 metrics.observe_exchange(command, elapsed)
-            self._timeouts_in_a_row = 0
+            with self._lock:
+                self._timeouts_in_a_row = 0
             return value
 
     @contextlib.contextmanager

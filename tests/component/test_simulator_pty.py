@@ -90,16 +90,19 @@ def test_set_target_converges_at_the_rate_the_speed_predicts(start_sim):
     started = time.monotonic()
     samples = []
     while time.monotonic() - started < 1.0:
-        samples.append((time.monotonic() - started, position(port)))
-        if samples[-1][1] == 7000:
+        # The device read the position somewhere between asking and the answer.
+        asked = time.monotonic() - started
+        pos = position(port)
+        samples.append((asked, time.monotonic() - started, pos))
+        if pos == 7000:
             break
         time.sleep(0.005)
     arrived = samples[-1][0]
-    assert samples[-1][1] == 7000
+    assert samples[-1][2] == 7000
     assert 0.08 <= arrived <= 0.25, samples
     # Mid-way samples lie on the 100-per-tick line (within two ticks of jitter).
-    for elapsed, pos in samples[:-1]:
-        assert 6000 + (elapsed / 0.01 - 2) * 100 <= pos <= 6000 + (elapsed / 0.01 + 1) * 100
+    for asked, answered, pos in samples[:-1]:
+        assert 6000 + (asked / 0.01 - 2) * 100 <= pos <= 6000 + (answered / 0.01 + 1) * 100
     assert ask(port, p.encode_get_moving_state(), 1) == b"\x00"
 
 
