@@ -16,7 +16,7 @@ from services.servo.device import DeviceTimeout, DeviceUnavailable, GarbledReply
 from services.servo.device_errors import DeviceReportedErrors
 from services.servo.idempotency import HEADER, IdempotencyCache, StoredResponse, check_key
 from services.servo.idempotency import fingerprint as request_fingerprint
-from servoscope.jsonbody import integer, json_object, number, query_integer, reject_unknown
+from servoscope.jsonbody import integer, invalid, json_object, number, query_integer, reject_unknown
 from servoscope.problems import Problem, problem_response
 
 blueprint = Blueprint("servo", __name__)
@@ -124,6 +124,16 @@ def _optional_body() -> dict:
     return body
 
 
+def _optional_limit(body: dict, field: str, allowed: tuple[int, int]) -> int | None:
+    """An optional speed or acceleration, within the channel's configured limit."""
+    if field not in body:
+        return None
+    low, high = allowed
+    if body[field] is None:
+        raise invalid(field, f"{field!r} must be an integer from {low} to {high}, or left out")
+    return integer(body, field, minimum=low, maximum=high)
+
+
 @blueprint.post("/set-position")
 @idempotent
 def set_position() -> Response:
@@ -134,14 +144,8 @@ def set_position() -> Response:
     settings = ctl.config.channel(channel)
     low, high = settings.angle_range
     angle = number(body, "angle", minimum=low, maximum=high)
-    speed = acceleration = None
-    if "speed" in body:
-        speed = integer(
-            body, "speed", minimum=settings.speed_range[0], maximum=settings.speed_range[1]
-        )
-    if "acceleration" in body:
-        low_acc, high_acc = settings.acceleration_range
-        acceleration = integer(body, "acceleration", minimum=low_acc, maximum=high_acc)
+    speed = _optional_limit(body, "speed", settings.speed_range)
+    acceleration = _optional_limit(body, "acceleration", settings.acceleration_range)
     accepted = ctl.set_position(channel, angle, speed, acceleration)
     return jsonify(accepted.as_json())
 

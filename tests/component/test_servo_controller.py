@@ -243,6 +243,7 @@ BAD_BODIES = [
     ('{"channel": 6, "angle": 90}', 422, "channel"),
     ('{"channel": -1, "angle": 90}', 422, "channel"),
     ('{"channel": 0, "angle": 90, "speed": -1}', 422, "speed"),
+    ('{"channel": 0, "angle": 90, "speed": null}', 422, "speed"),
     ('{"channel": 0, "angle": 90, "speed": 99999}', 422, "speed"),
     ('{"channel": 0, "angle": 90, "acceleration": 256}', 422, "acceleration"),
     ('{"channel": 0, "angle": 90, "acceleration": 1.5}', 422, "acceleration"),
