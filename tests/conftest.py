@@ -9,3 +9,8 @@ from hypothesis import settings
 settings.register_profile("ci", deadline=None, derandomize=True)
 settings.register_profile("dev", deadline=None)
 settings.load_profile("ci" if os.environ.get("CI") else "dev")
+
+# Servo apps built inside the test process must not publish samples into the telemetry
+# logger of a stack running on the default ports. Stacks the tests start are unaffected:
+# they get an environment without SERVOSCOPE_* variables.
+os.environ.setdefault("SERVOSCOPE_SERVO_TELEMETRY_ENABLED", "false")

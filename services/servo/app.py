@@ -17,6 +17,7 @@ from services.servo.controller import ServoController
 from services.servo.device import PySerialLink, SerialLink
 from services.servo.idempotency import IdempotencyCache
 from services.servo.lifecycle import ServoDevice
+from services.servo.telemetry_publisher import PublisherOptions, TelemetryPublisher
 from servoscope.appfactory import create_app as create_base_app
 from servoscope.settings import load
 
@@ -41,5 +42,12 @@ def create_app(config: ServoConfig | None = None, link: SerialLink | None = None
     app.extensions["servo.controller"] = ServoController(config, device)
     app.extensions["servo.idempotency"] = IdempotencyCache(config.idempotency_window_s)
     app.register_blueprint(routes.blueprint)
+    publisher = TelemetryPublisher(
+        settings.options("servo_telemetry", PublisherOptions, url=settings.url("telemetry")),
+        config,
+        device,
+    )
+    app.extensions["servo.telemetry_publisher"] = publisher
     device.start()
+    publisher.start()
     return app
