@@ -3,6 +3,9 @@
 Bind address, workers and threads come from the environment the stack sets
 (``SERVOSCOPE_BIND``, ``SERVOSCOPE_WORKERS``, ``SERVOSCOPE_THREADS``). The app is
 loaded in each worker after fork (no preload) so tracing threads live there.
+Each worker gets a slot and publishes where Prometheus scrapes it
+(:mod:`servoscope.scrape_targets`), so metrics stay exact, with exemplars, for
+any number of workers.
 """
 
 import os
@@ -18,6 +21,26 @@ accesslog = None  # servoscope.inbound writes one JSON line per request instead
 errorlog = "-"
 loglevel = "warning"
 proc_name = os.environ.get("SERVOSCOPE_SERVICE", "servoscope")
+
+
+def on_starting(server):
+    from servoscope.scrape_targets import forget_service
+
+    forget_service(proc_name)
+
+
+def pre_fork(server, worker):
+    from servoscope.scrape_targets import free_slot
+
+    # Runs in the master, which alone knows which slots its live workers hold.
+    taken = (getattr(w, "servoscope_slot", None) for w in server.WORKERS.values())
+    worker.servoscope_slot = free_slot(taken)
+
+
+def post_fork(server, worker):
+    from servoscope.scrape_targets import publish_worker
+
+    publish_worker(proc_name, worker.servoscope_slot, server.num_workers, bind)
 
 
 def worker_exit(server, worker):

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from servoscope.scrape_targets import SCRAPE_DIR_ENV
 from servoscope.settings import REPO_ROOT, Settings
 
 TOOLS_BIN = Path(os.environ.get("SERVOSCOPE_CACHE", Path.home() / ".cache" / "servoscope")) / "bin"
@@ -46,9 +47,19 @@ def gunicorn_env(service: str, settings: Settings, port_name: str, section: str)
     }
 
 
+def scrape_dir(run_dir: Path) -> Path:
+    """Where each gunicorn worker publishes its Prometheus target (file_sd)."""
+    return run_dir / "scrape-targets"
+
+
 def render_prometheus_config(settings: Settings, run_dir: Path) -> Path:
     template = (REPO_ROOT / "observability" / "prometheus" / "prometheus.yml").read_text()
-    values = {"host": settings.host, **{k: str(v) for k, v in settings.sections["ports"].items()}}
+    values = {
+        "host": settings.host,
+        "scrape_dir": str(scrape_dir(run_dir)),
+        "rules_dir": str(REPO_ROOT / "observability" / "prometheus" / "rules"),
+        **{k: str(v) for k, v in settings.sections["ports"].items()},
+    }
     target = run_dir / "prometheus.yml"
     target.write_text(string.Template(template).substitute(values))
     return target
@@ -128,13 +139,17 @@ def components(settings: Settings, run_dir: Path) -> list[Component]:
             env={
                 **gunicorn_env("servo-controller", settings, "servo", "servo"),
                 "SERVO_PORT": real_device or str(tty_link),
+                SCRAPE_DIR_ENV: str(scrape_dir(run_dir)),
             },
             ready_url=f"http://{host}:{port('servo')}/readyz",
         ),
         Component(
             name="gateway",
             argv=gunicorn_argv("gateway.app:create_app()"),
-            env=gunicorn_env("gateway", settings, "gateway", "gateway"),
+            env={
+                **gunicorn_env("gateway", settings, "gateway", "gateway"),
+                SCRAPE_DIR_ENV: str(scrape_dir(run_dir)),
+            },
             ready_url=f"http://{host}:{port('gateway')}/readyz",
         ),
     ]
