@@ -60,6 +60,8 @@ def render_prometheus_config(settings: Settings, run_dir: Path) -> Path:
         "rules_dir": str(REPO_ROOT / "observability" / "prometheus" / "rules"),
         **{k: str(v) for k, v in settings.sections["ports"].items()},
     }
+    # Exists before Prometheus starts, so it watches the directory rather than polls it.
+    scrape_dir(run_dir).mkdir(parents=True, exist_ok=True)
     target = run_dir / "prometheus.yml"
     target.write_text(string.Template(template).substitute(values))
     return target

@@ -25,7 +25,7 @@ REQUESTS = "http_server_request_duration_seconds"
 NOT_PROBES = 'http_route!~"/healthz|/readyz|/metrics"'
 SERVO_COMMAND = 'http_route="/api/servo/set-position",http_request_method="POST"'
 
-WINDOWS = ("5m", "30m", "1h", "2h", "6h", "1d", "3d")
+WINDOWS = ("5m", "30m", "1h", "2h", "6h", "1d", "3d", "30d")
 # (severity, [(long window, short window, burn-rate factor)], for)
 BURN_ALERTS = (
     ("page", [("1h", "5m", 14.4), ("6h", "30m", 6.0)], "2m"),

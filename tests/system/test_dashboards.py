@@ -1,0 +1,72 @@
+"""Every Grafana panel has data: each panel's queries run against a live stack's Prometheus
+after some traffic, exactly as the provisioned dashboards send them."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from observability.grafana.queries import PanelQueries, provisioned_panels
+from stack.ephemeral import Stack
+from stack.traffic import rated_traffic
+
+# Panels whose source metric no process exports yet on this branch: the gateway's
+# resilience pipeline and the servo controller's serial metrics are built on other
+# branches. strict=True turns an entry into a failure once its metric appears, so the
+# list must shrink as they land.
+NOT_EXPORTED_YET = {
+    "servoscope-resilience: Breaker state per upstream instance": "gateway_breaker_state",
+    "servoscope-resilience: Breaker transitions": "gateway_breaker_transitions_total",
+    "servoscope-resilience: Calls rejected by an open breaker": "gateway_breaker_rejections_total",
+    "servoscope-resilience: Retries by outcome": "gateway_retries_total",
+    "servoscope-resilience: Retry load vs budget": "gateway_retries_total",
+    "servoscope-resilience: Bulkhead saturation": "gateway_bulkhead_in_flight",
+    "servoscope-resilience: Bulkhead rejections": "gateway_bulkhead_rejections_total",
+    "servoscope-resilience: Rate limited": "gateway_rate_limited_total",
+    "servoscope-resilience: Fallbacks served": "gateway_fallbacks_total",
+    "servoscope-resilience: Shared state (Redis) reachable": "gateway_shared_state_up",
+    "servoscope-servo: Serial exchange latency by command (click an exemplar for its trace)": (
+        "servo_serial_exchange_duration_seconds"
+    ),
+    "servoscope-servo: Serial exchanges per second": "servo_serial_exchange_duration_seconds",
+    "servoscope-servo: Serial errors by kind": "servo_serial_errors_total",
+    "servoscope-servo: Device connected": "servo_device_connected",
+    "servoscope-servo: Target vs actual angle per channel": "servo_target_angle_degrees",
+}
+
+PANELS = provisioned_panels()
+
+
+def panel_param(panel: PanelQueries):
+    marks = []
+    if panel.key in NOT_EXPORTED_YET:
+        reason = f"{NOT_EXPORTED_YET[panel.key]} is not exported yet"
+        marks.append(pytest.mark.xfail(reason=reason, strict=True))
+    return pytest.param(panel, id=panel.key, marks=marks)
+
+
+def has_data(result: list[dict]) -> bool:
+    return any(not math.isnan(float(series["value"][1])) for series in result)
+
+
+@pytest.fixture(scope="module")
+def busy_stack(stack: Stack) -> Stack:
+    statuses = rated_traffic(stack, rounds=20)
+    assert statuses.get(200) and statuses.get(422) and statuses.get(401), statuses
+    return stack
+
+
+def test_the_xfail_list_names_only_real_panels() -> None:
+    assert set(NOT_EXPORTED_YET) <= {panel.key for panel in PANELS}
+
+
+@pytest.mark.parametrize("panel", [panel_param(p) for p in PANELS])
+def test_every_panel_query_has_data(busy_stack: Stack, panel: PanelQueries) -> None:
+    assert panel.targets, f"{panel.key} has no query"
+    empty = [
+        target.as_sent()
+        for target in panel.targets
+        if not has_data(busy_stack.prometheus_query(target.as_sent()))
+    ]
+    assert not empty, f"{panel.key}: no data for {empty}"
