@@ -130,6 +130,7 @@ def components(settings: Settings, run_dir: Path) -> list[Component]:
                 "--web.enable-lifecycle",
                 "--enable-feature=exemplar-storage",
                 "--log.level=warn",
+                "--log.format=json",
             ],
             ready_url=f"http://{host}:{port('prometheus')}/-/ready",
             prepare=prepare_prometheus,
