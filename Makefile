@@ -7,7 +7,7 @@ CACHE ?= $(HOME)/.cache/servoscope
 export PYTHONPATH := $(CURDIR)
 
 .DEFAULT_GOAL := help
-.PHONY: help venv tools up down status simulator test lint format lock bench
+.PHONY: help venv tools up down status simulator test lint format lock bench previews
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -51,3 +51,6 @@ lock: ## re-resolve requirements.lock from pyproject.toml (needs uv)
 
 bench: venv tools ## run the benchmarks (bench/bench_*.py) and rewrite BENCHMARKS.md
 	@$(PY) -m bench $(TOPICS)
+
+previews: venv tools ## PNGs of the Grafana dashboards in docs/dashboards/, drawn from a live stack
+	@$(PY) -m observability.grafana.render_previews
