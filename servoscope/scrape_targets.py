@@ -75,12 +75,14 @@ def publish_worker(service: str, slot: int, workers: int, bind: str) -> str:
 
     Called in the worker right after fork, before the app is loaded.
     """
-    host = bind.rsplit(":", 1)[0] if ":" in bind else "127.0.0.1"
+    host, _, port = bind.rpartition(":")
+    # A wildcard bind (0.0.0.0 in a container) is scraped over loopback.
+    local = "127.0.0.1" if host in ("", "0.0.0.0", "[::]") else host
     if workers <= 1:
-        address, instance = bind, None
+        address, instance = f"{local}:{port}", None
     else:
-        server, _thread = start_http_server(0, addr=host)
-        address, instance = f"{host}:{server.server_port}", f"{bind}/worker-{slot}"
+        server, _thread = start_http_server(0, addr=local)
+        address, instance = f"{local}:{server.server_port}", f"{local}:{port}/worker-{slot}"
     scrape_dir = os.environ.get(SCRAPE_DIR_ENV)
     if scrape_dir:
         write_target(Path(scrape_dir), service, slot, address, instance)

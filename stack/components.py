@@ -52,18 +52,24 @@ def scrape_dir(run_dir: Path) -> Path:
     return run_dir / "scrape-targets"
 
 
-def render_prometheus_config(settings: Settings, run_dir: Path) -> Path:
+def prometheus_config(settings: Settings, targets_dir: Path, rules_dir: Path) -> str:
+    """observability/prometheus/prometheus.yml with its placeholders filled in."""
     template = (REPO_ROOT / "observability" / "prometheus" / "prometheus.yml").read_text()
     values = {
         "host": settings.host,
-        "scrape_dir": str(scrape_dir(run_dir)),
-        "rules_dir": str(REPO_ROOT / "observability" / "prometheus" / "rules"),
+        "scrape_dir": str(targets_dir),
+        "rules_dir": str(rules_dir),
         **{k: str(v) for k, v in settings.sections["ports"].items()},
     }
+    return string.Template(template).substitute(values)
+
+
+def render_prometheus_config(settings: Settings, run_dir: Path) -> Path:
     # Exists before Prometheus starts, so it watches the directory rather than polls it.
     scrape_dir(run_dir).mkdir(parents=True, exist_ok=True)
     target = run_dir / "prometheus.yml"
-    target.write_text(string.Template(template).substitute(values))
+    rules = REPO_ROOT / "observability" / "prometheus" / "rules"
+    target.write_text(prometheus_config(settings, scrape_dir(run_dir), rules))
     return target
 
 
