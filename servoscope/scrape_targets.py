@@ -70,6 +70,13 @@ def forget_service(service: str) -> None:
             path.unlink(missing_ok=True)
 
 
+def forget_worker(service: str, slot: int) -> None:
+    """Drop one worker's target when its slot will not be refilled (fewer workers)."""
+    scrape_dir = os.environ.get(SCRAPE_DIR_ENV)
+    if scrape_dir:
+        target_file(Path(scrape_dir), service, slot).unlink(missing_ok=True)
+
+
 def publish_worker(service: str, slot: int, workers: int, bind: str) -> str:
     """Make this worker scrapeable; returns the address Prometheus will scrape.
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
 import time
 import urllib.parse
 from concurrent.futures import ThreadPoolExecutor
@@ -80,3 +82,18 @@ def test_two_gateway_workers_are_each_scraped_once_and_keep_exemplars(tmp_path: 
         found = wait_for(exemplars_from_both_workers, timeout=20, interval=0.5, message="exemplars")
         seen = {e["labels"]["trace_id"] for series in found for e in series["exemplars"]}
         assert seen and seen <= trace_ids, "exemplars must point at the traces callers were given"
+
+        # One worker fewer (gunicorn's TTOU): its target goes, so no stale series remain.
+        os.kill(stack.pids()["gateway"], signal.SIGTTOU)
+        targets_dir = stack.run_dir / "scrape-targets"
+        wait_for(
+            lambda: len(list(targets_dir.glob("gateway-*.json"))) == 1,
+            timeout=15,
+            message="the retired worker's target removed",
+        )
+        wait_for(
+            lambda: len(stack.prometheus_query('up{job="gateway"}')) == 1,
+            timeout=30,
+            interval=0.5,
+            message="Prometheus scraping one gateway worker",
+        )

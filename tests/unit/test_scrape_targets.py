@@ -7,7 +7,13 @@ from pathlib import Path
 
 import pytest
 
-from servoscope.scrape_targets import SCRAPE_DIR_ENV, forget_service, free_slot, write_target
+from servoscope.scrape_targets import (
+    SCRAPE_DIR_ENV,
+    forget_service,
+    forget_worker,
+    free_slot,
+    write_target,
+)
 
 
 def test_a_replacement_worker_inherits_the_lowest_free_slot() -> None:
@@ -39,5 +45,7 @@ def test_targets_are_file_sd_groups_and_restarts_forget_only_their_service(
         not in json.loads((tmp_path / "servo-controller-0.json").read_text())[0]["labels"]
     )
     monkeypatch.setenv(SCRAPE_DIR_ENV, str(tmp_path))
+    forget_worker("gateway", 1)  # one worker fewer
+    assert (tmp_path / "gateway-0.json").exists() and not (tmp_path / "gateway-1.json").exists()
     forget_service("gateway")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["servo-controller-0.json"]
