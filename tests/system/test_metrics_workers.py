@@ -5,12 +5,10 @@ from __future__ import annotations
 import json
 import os
 import signal
-import time
-import urllib.parse
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from stack.ephemeral import Stack, ephemeral_stack, http, wait_for
+from stack.ephemeral import Stack, ephemeral_stack, wait_for
 
 ROUTE = "/api/servo/set-position"
 COMMANDS = 40
@@ -18,14 +16,6 @@ COMMANDS = 40
 
 def prometheus_total(stack: Stack, promql: str) -> float:
     return sum(float(r["value"][1]) for r in stack.prometheus_query(promql))
-
-
-def exemplars(stack: Stack, selector: str) -> list[dict]:
-    now = time.time()
-    query = urllib.parse.urlencode({"query": selector, "start": now - 300, "end": now + 5})
-    reply = http("GET", f"{stack.url('prometheus')}/api/v1/query_exemplars?{query}")
-    assert reply.status == 200, reply.body
-    return reply.json()["data"]
 
 
 def test_two_gateway_workers_are_each_scraped_once_and_keep_exemplars(tmp_path: Path) -> None:
@@ -75,7 +65,7 @@ def test_two_gateway_workers_are_each_scraped_once_and_keep_exemplars(tmp_path: 
         )
 
         def exemplars_from_both_workers():
-            found = exemplars(stack, selector)
+            found = stack.prometheus_exemplars(selector)
             workers = {series["seriesLabels"]["worker"] for series in found}
             return found if workers == {"0", "1"} else None
 
