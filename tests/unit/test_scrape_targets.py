@@ -14,6 +14,8 @@ from servoscope.scrape_targets import (
     free_slot,
     write_target,
 )
+from servoscope.settings import load
+from stack.components import components, scrape_dir
 
 
 def test_a_replacement_worker_inherits_the_lowest_free_slot() -> None:
@@ -49,3 +51,11 @@ def test_targets_are_file_sd_groups_and_restarts_forget_only_their_service(
     assert (tmp_path / "gateway-0.json").exists() and not (tmp_path / "gateway-1.json").exists()
     forget_service("gateway")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["servo-controller-0.json"]
+
+
+def test_every_gunicorn_service_of_the_stack_publishes_its_targets(tmp_path: Path) -> None:
+    # A service started without the directory would never be scraped by Prometheus.
+    services = [c for c in components(load({}), tmp_path) if "gunicorn" in c.argv]
+    assert {c.name for c in services} >= {"gateway", "servo-controller"}
+    for component in services:
+        assert component.env.get(SCRAPE_DIR_ENV) == str(scrape_dir(tmp_path)), component.name
