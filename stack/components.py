@@ -108,7 +108,7 @@ def components(settings: Settings, run_dir: Path) -> list[Component]:
         ],
         ready_path=tty_link,
     )
-    return [
+    listed = [
         Component(
             name="jaeger",
             argv=[
@@ -148,17 +148,36 @@ def components(settings: Settings, run_dir: Path) -> list[Component]:
             env={
                 **gunicorn_env("servo-controller", settings, "servo", "servo"),
                 "SERVO_PORT": real_device or str(tty_link),
-                SCRAPE_DIR_ENV: str(scrape_dir(run_dir)),
             },
             ready_url=f"http://{host}:{port('servo')}/readyz",
         ),
         Component(
+            name="telemetry-logger",
+            argv=gunicorn_argv("services.telemetry.app:create_app()"),
+            env={
+                **gunicorn_env("telemetry-logger", settings, "telemetry", "telemetry_logger"),
+                # Each stack keeps its samples in its own run directory.
+                "SERVOSCOPE_TELEMETRY_LOGGER_DATABASE": os.environ.get(
+                    "SERVOSCOPE_TELEMETRY_LOGGER_DATABASE", str(run_dir / "telemetry.sqlite3")
+                ),
+            },
+            ready_url=f"http://{host}:{port('telemetry')}/readyz",
+        ),
+        Component(
+            name="motion-planner",
+            argv=gunicorn_argv("services.motion.app:create_app()"),
+            env=gunicorn_env("motion-planner", settings, "motion", "motion"),
+            ready_url=f"http://{host}:{port('motion')}/readyz",
+        ),
+        Component(
             name="gateway",
             argv=gunicorn_argv("gateway.app:create_app()"),
-            env={
-                **gunicorn_env("gateway", settings, "gateway", "gateway"),
-                SCRAPE_DIR_ENV: str(scrape_dir(run_dir)),
-            },
+            env=gunicorn_env("gateway", settings, "gateway", "gateway"),
             ready_url=f"http://{host}:{port('gateway')}/readyz",
         ),
     ]
+    # Every gunicorn service publishes where Prometheus scrapes each of its workers.
+    for component in listed:
+        if "SERVOSCOPE_SERVICE" in component.env:
+            component.env[SCRAPE_DIR_ENV] = str(scrape_dir(run_dir))
+    return listed
