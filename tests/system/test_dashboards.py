@@ -12,9 +12,8 @@ from stack.ephemeral import Stack, http, wait_for
 from stack.traffic import rated_traffic
 
 # Panels whose source metric no process exports yet on this branch: the gateway's
-# resilience pipeline and the servo controller's serial metrics are built on other
-# branches. strict=True turns an entry into a failure once its metric appears, so the
-# list must shrink as they land.
+# resilience pipeline is built on another branch. strict=True turns an entry into a
+# failure once its metric appears, so the list must shrink as the metrics land.
 NOT_EXPORTED_YET = {
     "servoscope-resilience: Breaker state per upstream instance": "gateway_breaker_state",
     "servoscope-resilience: Breaker transitions": "gateway_breaker_transitions_total",
@@ -26,13 +25,6 @@ NOT_EXPORTED_YET = {
     "servoscope-resilience: Rate limited": "gateway_rate_limited_total",
     "servoscope-resilience: Fallbacks served": "gateway_fallbacks_total",
     "servoscope-resilience: Shared state (Redis) reachable": "gateway_shared_state_up",
-    "servoscope-servo: Serial exchange latency by command (click an exemplar for its trace)": (
-        "servo_serial_exchange_duration_seconds"
-    ),
-    "servoscope-servo: Serial exchanges per second": "servo_serial_exchange_duration_seconds",
-    "servoscope-servo: Serial errors by kind": "servo_serial_errors_total",
-    "servoscope-servo: Device connected": "servo_device_connected",
-    "servoscope-servo: Target vs actual angle per channel": "servo_target_angle_degrees",
 }
 
 PANELS = provisioned_panels()
