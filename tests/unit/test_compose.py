@@ -14,7 +14,7 @@ import jsonschema
 import pytest
 import yaml
 
-from servoscope.settings import REPO_ROOT, Settings, load
+from servoscope.settings import REPO_ROOT, Settings, env_name, load
 from stack.components import prometheus_config
 
 COMPOSE_DIR = REPO_ROOT / "compose"
@@ -116,14 +116,16 @@ def test_ports_and_options_agree_with_servoscope_toml(
     for name, port_key, section in (
         ("gateway", "gateway", "gateway"),
         ("servo-controller", "servo", "servo"),
+        ("motion-planner", "motion", "motion"),
+        ("telemetry-logger", "telemetry", "telemetry_logger"),
     ):
         env = service(compose, name)["environment"]
         assert port_of(env["SERVOSCOPE_BIND"]) == ports[port_key], name
         assert int(env["SERVOSCOPE_WORKERS"]) == settings.get(section, "workers")
         assert int(env["SERVOSCOPE_THREADS"]) == settings.get(section, "threads")
-    assert service(compose, "servo-controller")["environment"]["SERVOSCOPE_BIND"].startswith(
-        "127.0.0.1:"
-    ), "the servo controller is reached through the gateway only"
+    for name in ("servo-controller", "motion-planner", "telemetry-logger"):
+        bind = service(compose, name)["environment"]["SERVOSCOPE_BIND"]
+        assert bind.startswith("127.0.0.1:"), f"{name} is reached through the gateway only"
 
     jaeger = service(compose, "jaeger")["environment"]
     for key in ("jaeger_otlp_grpc", "jaeger_otlp_http", "jaeger_query_grpc", "jaeger_health"):
@@ -160,13 +162,12 @@ def test_environment_variables_are_ones_the_code_reads(
 ) -> None:
     sources = "\n".join(p.read_text() for p in (REPO_ROOT / "servoscope").glob("*.py"))
     sources += (REPO_ROOT / "services" / "servo" / "config.py").read_text()
-    sections = {section.upper(): keys for section, keys in settings.sections.items()}
+    overrides = {env_name(s, key) for s, keys in settings.sections.items() for key in keys}
     for name, spec in compose["services"].items():
         for variable in spec.get("environment", {}):
             if variable.startswith("SERVOSCOPE_"):
-                section, _, key = variable.removeprefix("SERVOSCOPE_").partition("_")
-                known = section in sections and key.lower() in sections[section]
-                assert known or f'"{variable}"' in sources, f"{name}: nothing reads {variable}"
+                known = variable in overrides or f'"{variable}"' in sources
+                assert known, f"{name}: nothing reads {variable}"
             elif variable == "SERVO_PORT":
                 assert '"SERVO_PORT"' in sources
     jaeger_config = (REPO_ROOT / "observability" / "jaeger" / "config.yaml").read_text()
@@ -184,7 +185,11 @@ def test_prometheus_runs_the_local_stacks_config_and_rules(compose: dict[str, An
     assert "./prometheus.yml:/etc/prometheus/prometheus.yml:ro" in prometheus["volumes"]
     assert f"../observability/prometheus/rules:{RULES_DIR}:ro" in prometheus["volumes"]
     assert f"scrape-targets:{SCRAPE_DIR}:ro" in prometheus["volumes"]
-    for name in ("gateway", "servo-controller"):
+    gunicorn_services = [n for n, spec in compose["services"].items() if "gunicorn" in argv(spec)]
+    assert {"gateway", "servo-controller", "motion-planner", "telemetry-logger"} <= set(
+        gunicorn_services
+    )
+    for name in gunicorn_services:
         spec = service(compose, name)
         assert spec["environment"]["SERVOSCOPE_SCRAPE_DIR"] == str(SCRAPE_DIR)
         assert f"scrape-targets:{SCRAPE_DIR}" in spec["volumes"]
