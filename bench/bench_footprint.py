@@ -110,6 +110,6 @@ def run(ctx: BenchContext) -> Section:
             f"median of {SAMPLES} samples 1 s apart, each summed over the component's process "
             "tree from /proc/<pid>/smaps_rollup.",
             f"Default settings (gateway workers = {workers}); Prometheus scraping every 2 s, "
-            "Jaeger with in-memory storage. Redis and Toxiproxy are not part of this stack yet.",
+            f"Jaeger with in-memory storage. Components: {', '.join(sorted(figures))}.",
         ],
     )

@@ -10,10 +10,12 @@ from stack.ephemeral import Stack, wait_for
 SERVO_ROUTES = ("/set-position", "/current-angle")
 
 
-def mixed_traffic(stack: Stack, rounds: int = 20) -> dict[int, int]:
-    """Send ``rounds`` rounds of requests; returns how many answers had each status."""
+def mixed_traffic(stack: Stack, rounds: int = 20, first: int = 0) -> dict[int, int]:
+    """Send ``rounds`` rounds of requests; returns how many answers had each status.
+    Round ``i`` commands its own channel and angle, so call after call with a growing
+    ``first`` keeps the servos moving."""
     statuses: dict[int, int] = {}
-    for i in range(rounds):
+    for i in range(first, first + rounds):
         replies = [
             stack.api(
                 "POST",

@@ -142,15 +142,15 @@ GATEWAY_OVERVIEW = Dashboard(
         Panel(
             "Workers scraped",
             "gunicorn workers Prometheus scrapes per service (one target each).",
-            (Query('count by (job) (up{job=~"gateway|servo-controller"} == 1)', "{{job}}"),),
+            (Query('count by (job) (up{job!="prometheus"} == 1)', "{{job}}"),),
             kind="stat",
         ),
         Panel(
             "Resident memory per worker",
-            "Process metrics of every worker of the gateway and the servo controller.",
+            "Process metrics of every worker of every service.",
             (
                 Query(
-                    'process_resident_memory_bytes{job=~"gateway|servo-controller"}',
+                    'process_resident_memory_bytes{job!="prometheus"}',
                     "{{job}} {{instance}}",
                 ),
             ),

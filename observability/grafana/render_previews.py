@@ -187,6 +187,7 @@ def drive(stack: Stack, seconds: float) -> None:
     control = stack.url("simulator_control")
     started = time.monotonic()
     slowed = False
+    round_number = 0
     stop = threading.Event()
     while (elapsed := time.monotonic() - started) < seconds:
         in_middle = seconds / 3 < elapsed < 2 * seconds / 3
@@ -201,7 +202,8 @@ def drive(stack: Stack, seconds: float) -> None:
             else:
                 http("DELETE", f"{control}/faults/slow")
             slowed = in_middle
-        mixed_traffic(stack, rounds=1)
+        mixed_traffic(stack, rounds=1, first=round_number)
+        round_number += 1
         stop.wait(0.2)
 
 
