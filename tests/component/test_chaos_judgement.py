@@ -48,6 +48,7 @@ def run_chaos(tmp_path: Path, spec: dict, strategy: str = "always") -> Path:
             "-m",
             "chaostoolkit",
             "--no-version-check",
+            "--no-log-file",
             "run",
             "--rollback-strategy",
             strategy,
