@@ -7,7 +7,7 @@ CACHE ?= $(HOME)/.cache/servoscope
 export PYTHONPATH := $(CURDIR)
 
 .DEFAULT_GOAL := help
-.PHONY: help venv tools up down status simulator test lint format lock bench load load-ui
+.PHONY: help venv tools up down status simulator test lint format lock bench load load-ui previews
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -63,3 +63,6 @@ load: venv tools ## headless locust run (PROFILE=smoke|baseline|ramp|spike|soak)
 load-ui: venv tools ## locust's web UI on 127.0.0.1:$(WEB_PORT) against the local stack's gateway
 	@SERVOSCOPE_LOAD_PROFILE=$(PROFILE) $(VENV)/bin/locust -f loadtests/locustfile.py \
 		--web-host 127.0.0.1 --web-port $(WEB_PORT) --host $(GATEWAY_URL)
+
+previews: venv tools ## PNGs of the Grafana dashboards in docs/dashboards/, drawn from a live stack
+	@$(PY) -m observability.grafana.render_previews

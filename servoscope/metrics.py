@@ -1,8 +1,9 @@
 """Prometheus metrics shared by every process, with trace-id exemplars.
 
-Each process runs one gunicorn worker with threads, so a plain in-process registry
-is exact and keeps exemplars (prometheus_client's multiprocess mode would drop
-them). Exemplars are only sent in the OpenMetrics format, which Prometheus asks for
+Each gunicorn worker keeps a plain in-process registry, which is exact and keeps
+exemplars (prometheus_client's multiprocess mode would drop them); with several
+workers, Prometheus scrapes each worker separately (:mod:`servoscope.scrape_targets`).
+Exemplars are only sent in the OpenMetrics format, which Prometheus asks for
 in its ``Accept`` header; :func:`exposition` honours that negotiation.
 """
 

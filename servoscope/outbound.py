@@ -36,6 +36,19 @@ class Reply:
         return json.loads(self.body)
 
 
+def one_per_name(*sources: dict[str, str]) -> dict[str, str]:
+    """Merge header dicts, later ones winning, one entry per case-insensitive name.
+
+    Header names are case-insensitive, dict keys are not: a copied ``X-Request-Id`` beside a
+    set ``X-Request-ID`` would go out twice and arrive as one invalid comma-joined value.
+    """
+    merged: dict[str, tuple[str, str]] = {}
+    for source in sources:
+        for name, value in source.items():
+            merged[name.lower()] = (name, value)
+    return dict(merged.values())
+
+
 class UpstreamClient:
     """A keep-alive connection pool to one upstream base URL."""
 
@@ -60,7 +73,6 @@ class UpstreamClient:
         attempt: int = 1,
     ) -> Reply:
         """Send one attempt; connection errors and timeouts raise urllib3's exceptions."""
-        sent = dict(headers or {})
         started = time.perf_counter()
         status = 0
         with tracer.start_as_current_span(
@@ -76,7 +88,9 @@ class UpstreamClient:
                 "http.request.resend_count": attempt - 1,
             },
         ) as span:
-            propagate.inject(sent)
+            context: dict[str, str] = {}
+            propagate.inject(context)
+            sent = one_per_name(headers or {}, context)
             try:
                 response = self._pool.urlopen(
                     method,

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from servoscope.scrape_targets import SCRAPE_DIR_ENV
 from servoscope.settings import REPO_ROOT, Settings
 
 TOOLS_BIN = Path(os.environ.get("SERVOSCOPE_CACHE", Path.home() / ".cache" / "servoscope")) / "bin"
@@ -46,11 +47,29 @@ def gunicorn_env(service: str, settings: Settings, port_name: str, section: str)
     }
 
 
-def render_prometheus_config(settings: Settings, run_dir: Path) -> Path:
+def scrape_dir(run_dir: Path) -> Path:
+    """Where each gunicorn worker publishes its Prometheus target (file_sd)."""
+    return run_dir / "scrape-targets"
+
+
+def prometheus_config(settings: Settings, targets_dir: Path, rules_dir: Path) -> str:
+    """observability/prometheus/prometheus.yml with its placeholders filled in."""
     template = (REPO_ROOT / "observability" / "prometheus" / "prometheus.yml").read_text()
-    values = {"host": settings.host, **{k: str(v) for k, v in settings.sections["ports"].items()}}
+    values = {
+        "host": settings.host,
+        "scrape_dir": str(targets_dir),
+        "rules_dir": str(rules_dir),
+        **{k: str(v) for k, v in settings.sections["ports"].items()},
+    }
+    return string.Template(template).substitute(values)
+
+
+def render_prometheus_config(settings: Settings, run_dir: Path) -> Path:
+    # Exists before Prometheus starts, so it watches the directory rather than polls it.
+    scrape_dir(run_dir).mkdir(parents=True, exist_ok=True)
     target = run_dir / "prometheus.yml"
-    target.write_text(string.Template(template).substitute(values))
+    rules = REPO_ROOT / "observability" / "prometheus" / "rules"
+    target.write_text(prometheus_config(settings, scrape_dir(run_dir), rules))
     return target
 
 
@@ -89,7 +108,7 @@ def components(settings: Settings, run_dir: Path) -> list[Component]:
         ],
         ready_path=tty_link,
     )
-    return [
+    listed = [
         Component(
             name="jaeger",
             argv=[
@@ -117,6 +136,7 @@ def components(settings: Settings, run_dir: Path) -> list[Component]:
                 "--web.enable-lifecycle",
                 "--enable-feature=exemplar-storage",
                 "--log.level=warn",
+                "--log.format=json",
             ],
             ready_url=f"http://{host}:{port('prometheus')}/-/ready",
             prepare=prepare_prometheus,
@@ -156,3 +176,8 @@ def components(settings: Settings, run_dir: Path) -> list[Component]:
             ready_url=f"http://{host}:{port('gateway')}/readyz",
         ),
     ]
+    # Every gunicorn service publishes where Prometheus scrapes each of its workers.
+    for component in listed:
+        if "SERVOSCOPE_SERVICE" in component.env:
+            component.env[SCRAPE_DIR_ENV] = str(scrape_dir(run_dir))
+    return listed

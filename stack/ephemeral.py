@@ -96,6 +96,15 @@ class Stack:
         assert reply.status == 200, reply.body
         return reply.json()["data"]["result"]
 
+    def prometheus_exemplars(self, promql: str, seconds: float = 300) -> list[dict[str, Any]]:
+        """Exemplars of the series ``promql`` selects over the last ``seconds``, as Grafana
+        asks for them: one entry per series, with ``seriesLabels`` and ``exemplars``."""
+        now = time.time()
+        query = urllib.parse.urlencode({"query": promql, "start": now - seconds, "end": now})
+        reply = http("GET", f"{self.url('prometheus')}/api/v1/query_exemplars?{query}")
+        assert reply.status == 200, reply.body
+        return reply.json()["data"]
+
     def make(self, *targets: str, timeout: float = 900) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
             ["make", *targets],

@@ -180,6 +180,27 @@ def test_one_set_position_is_one_trace_from_gateway_to_serial_byte(stack: Stack)
     assert tags["serial.bytes_in"] == 2  # the Get Errors that confirms the command
     assert tags["servo.error_bits"] == 0
 
+    # HTTP semantic conventions, so any OpenTelemetry-aware tool reads these spans.
+    def attributes(span):
+        return {t["key"]: t["value"] for t in span["tags"]}
+
+    server_tags = attributes(gateway_server)
+    assert server_tags["http.request.method"] == "POST"
+    assert server_tags["http.route"] == "/api/servo/set-position"
+    assert server_tags["url.path"] == "/api/servo/set-position"
+    assert server_tags["http.response.status_code"] == 200
+    client_tags = attributes(client)
+    assert client_tags["http.request.method"] == "POST"
+    assert client_tags["server.port"] == stack.settings.port("servo")
+    assert client_tags["http.request.resend_count"] == 0
+    assert client_tags["http.response.status_code"] == 200
+    assert attributes(servo_server)["http.route"] == "/set-position"
+    for span in (gateway_server, servo_server):
+        process = {t["key"]: t["value"] for t in trace["processes"][span["processID"]]["tags"]}
+        assert process["deployment.environment.name"] == "local"
+        assert process["service.version"]
+        assert process["service.instance.id"]
+
 
 def test_prometheus_scrapes_every_target_and_counts_the_route(stack: Stack) -> None:
     assert set_angle(stack, 100).status == 200
