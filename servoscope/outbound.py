@@ -56,10 +56,15 @@ class UpstreamClient:
         *,
         body: bytes | None = None,
         headers: dict[str, str] | None = None,
-        timeout: float = 5.0,
+        timeout: float | urllib3.Timeout = 5.0,
         attempt: int = 1,
+        attributes: dict[str, str | int | float | bool] | None = None,
     ) -> Reply:
-        """Send one attempt; connection errors and timeouts raise urllib3's exceptions."""
+        """Send one attempt; connection errors and timeouts raise urllib3's exceptions.
+
+        ``timeout`` is seconds for connect and read alike, or a ``urllib3.Timeout``;
+        ``attributes`` are added to the client span (the gateway's resilience decisions).
+        """
         sent = dict(headers or {})
         started = time.perf_counter()
         status = 0
@@ -74,6 +79,7 @@ class UpstreamClient:
                 "url.full": self.base_url + path,
                 "peer.service": self.name,
                 "http.request.resend_count": attempt - 1,
+                **(attributes or {}),
             },
         ) as span:
             propagate.inject(sent)
@@ -83,7 +89,9 @@ class UpstreamClient:
                     path,
                     body=body,
                     headers=sent,
-                    timeout=urllib3.Timeout(connect=timeout, read=timeout),
+                    timeout=timeout
+                    if isinstance(timeout, urllib3.Timeout)
+                    else urllib3.Timeout(connect=timeout, read=timeout),
                     redirect=False,
                     preload_content=True,
                 )
