@@ -71,6 +71,15 @@ class RetryPolicy:
         """Call ``attempt(n)`` until it succeeds or a retry is not allowed; returns or raises."""
         if not self.options.enabled or not may_retry or self.options.max_attempts <= 1:
             return attempt(1)
+        # Fast path: most first attempts succeed, and tenacity's loop is not free.
+        try:
+            first = attempt(1)
+        except AttemptFailed as exc:
+            first_error: AttemptFailed | None = exc
+        else:
+            if first.status not in RETRYABLE_STATUS:
+                return first
+            first_error = None
         jitter = tenacity.wait_random_exponential(
             multiplier=self.options.backoff_base_s, max=self.options.backoff_max_s
         )
@@ -87,7 +96,16 @@ class RetryPolicy:
             before_sleep=self._note_retry,
         )
         numbers = itertools.count(1)
-        return retrying(lambda: attempt(next(numbers)))
+
+        def next_attempt() -> Reply:
+            number = next(numbers)
+            if number > 1:
+                return attempt(number)
+            if first_error is not None:
+                raise first_error  # replay the first attempt's outcome into tenacity
+            return first
+
+        return retrying(next_attempt)
 
     def decide(
         self, state: tenacity.RetryCallState, jitter: tenacity.wait.wait_base, deadline: Deadline
