@@ -61,8 +61,8 @@ class Balancer:
         """Members to try, best first: healthy ones (whose breaker is not open) in order."""
         members = self.members
         if len(members) == 1:
-            only = members[0]
-            return members if only.healthy and (not skip_open or only.breaker.available()) else []
+            # Nothing to choose between: the breaker's admit() is the check (one storage read).
+            return members if members[0].healthy else []
         if self.upstream.balance == "least_outstanding":
             a, b = random.sample(members, 2)
             first = a if a.outstanding <= b.outstanding else b

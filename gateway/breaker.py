@@ -232,6 +232,10 @@ class Breaker:
     def record(self, ok: bool) -> None:
         """Count the outcome of an admitted call: 5xx, timeouts, connection errors fail it."""
         with self.machine._lock:
+            if ok and self.machine._state.name == CLOSED:
+                # The common case, without re-reading the state: forget past failures.
+                self.storage.reset_counter()
+                return
             state = self.machine.state
             if ok:
                 state._handle_success()
