@@ -349,7 +349,22 @@ def run(ctx: BenchContext) -> Section:
 
 
 # What was tried on the way to the figures above (see docs/gateway.md).
-NOTES: list[str] = []
+NOTES: list[str] = [
+    "Where the time goes (py-spy on the worker under wrk, cProfile and process_time in "
+    "process): ~0.53 ms CPU per proxied request in the WSGI app before gunicorn's own "
+    "parsing (urllib3's call alone: ~0.15 ms; the JSON access log: ~0.13 ms; the rest spread "
+    "thin over Flask/werkzeug objects, spans, metrics and the pipeline, whose own code is "
+    "<1 % of samples). With 16 threads py-spy shows most wall time waiting for the GIL around "
+    "socket calls and the log handler's lock.",
+    "Tried and kept: a local token bucket instead of limits' memory storage (which starts a "
+    "timer thread every 10 ms; its moving window is O(window) per hit); tenacity entered only "
+    "after a failed first attempt; two Redis round trips fewer per request in the breaker.",
+    "Tried, not adopted (exploratory single runs, tracing off; the machine is shared with "
+    "other work, so single runs vary by about +-30 %): gthread x 4 threads ~700-940 req/s "
+    "vs x 16 ~800-1,100; gevent x 16 greenlets ~800-1,200; sys.setswitchinterval(0.5 ms) "
+    "~1,000-1,370; 2 workers with local state ~1,600, but with Redis-shared state (what more "
+    "than one worker needs) the round trips eat the second core's gain (row above).",
+]
 
 
 if __name__ == "__main__":
