@@ -15,6 +15,7 @@ from opentelemetry import trace
 
 from gateway import admin, openapi
 from gateway.auth import KeyStore, require_scope
+from gateway.fastpath import ProxyDispatcher
 from gateway.pipeline import Call, Pipeline
 from gateway.routing import Operation, Route, load_routes
 from gateway.sharedstate import SharedState
@@ -74,6 +75,10 @@ def create_app() -> Flask:
     def openapi_json() -> Response:
         return jsonify(openapi.document(table))
 
+    # Fixed-path operations skip Flask's dispatch (measured: see gateway/fastpath.py); the
+    # inbound observer installed by the app factory stays outermost.
+    observer = app.wsgi_app
+    observer.app = ProxyDispatcher(observer.app, pipeline, keys, table)  # type: ignore[attr-defined]
     return app
 
 
