@@ -54,6 +54,10 @@ upstreams:
   angle: {{instances: ["{e}"], breaker: {{failures: 2, reset_s: 30.0}}}}
   pair: {{instances: ["{c}", "{d}"], balance: round_robin, breaker: {{failures: 2, reset_s: 30.0}}}}
   p2c: {{instances: ["{c}", "{d}"], balance: least_outstanding}}
+  checked:
+    instances: ["{c}", "{d}"]
+    breaker: {{enabled: false}}
+    health_check: {{enabled: true, interval_s: 0.2, timeout_s: 0.5}}
 routes:
   echo:
     prefix: /t/echo
@@ -111,6 +115,11 @@ routes:
   p2c:
     prefix: /t/p2c
     upstream: p2c
+    operations: [{{method: GET, path: /echo, scope: read}}]
+  checked:
+    prefix: /t/checked
+    upstream: checked
+    policy: {{retry: {{enabled: false}}}}
     operations: [{{method: GET, path: /echo, scope: read}}]
 """
 
@@ -487,6 +496,19 @@ def test_least_outstanding_prefers_the_idle_instance(gateway, upstreams) -> None
         upstreams["d"].set_mode()
     # While d holds slow calls, every new call goes to c, which has none outstanding.
     assert [r.json()["server"] for r in quick] == ["c"] * 6
+
+
+def test_active_health_checks_take_an_unready_instance_out(gateway, upstreams) -> None:
+    upstreams["d"].set_mode(status=503)  # its /readyz fails too
+    try:
+        time.sleep(0.8)  # a few check intervals
+        replies = [gateway.api("GET", "/t/checked/echo?tag=hc") for _ in range(6)]
+    finally:
+        upstreams["d"].set_mode()
+    # Breakers are off for this upstream: only the health check keeps d out.
+    assert [r.status for r in replies] == [200] * 6
+    assert upstreams["d"].stats("hc")["hits"] == 0
+    assert upstreams["c"].stats("hc")["hits"] == 6
 
 
 def test_stage_metrics_are_exported(gateway: Gateway) -> None:
