@@ -84,6 +84,8 @@ class RetryBudget:
         """Take one retry from the budget; False when it is spent (or disabled: always True)."""
         if not self.options.enabled:
             return True
+        # Check, then count: two workers may both take the last retry, so a shared budget
+        # can overshoot by the number of workers, never more; a Lua script is not worth it.
         requests, retries = self.totals()
         if retries >= max(self.options.floor, int(self.options.ratio * requests)):
             return False

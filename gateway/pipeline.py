@@ -86,8 +86,8 @@ class Pipeline:
 
     def handle(self, call: Call) -> Response:
         route = call.route
+        self._rate_limit(call)  # 2: before the body is even read
         self._read_body(call)
-        self._rate_limit(call)  # 2
         call.deadline = Deadline.start(route.deadline, call.request.headers.get(DEADLINE_HEADER))
         try:
             with self._bulkhead(call):  # 4
