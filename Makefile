@@ -7,13 +7,13 @@ CACHE ?= $(HOME)/.cache/servoscope
 export PYTHONPATH := $(CURDIR)
 
 .DEFAULT_GOAL := help
-.PHONY: help venv tools up down status simulator test lint format lock bench
+.PHONY: help venv tools up down status simulator test lint format lock bench load load-ui
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
 
 $(STAMP): requirements.lock pyproject.toml
-	@echo "==> creating $(VENV) and installing requirements.lock"
+	@echo "==> creating $(VENV) and installing requirements.lock" >&2
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	@$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.lock
 	@touch $@
@@ -51,3 +51,15 @@ lock: ## re-resolve requirements.lock from pyproject.toml (needs uv)
 
 bench: venv tools ## run the benchmarks (bench/bench_*.py) and rewrite BENCHMARKS.md
 	@$(PY) -m bench $(TOPICS)
+
+PROFILE ?= baseline
+RESULTS ?= results
+WEB_PORT ?= 8089
+GATEWAY_URL = $(shell $(PY) -c 'from servoscope.settings import load; print(load().url("gateway"))')
+
+load: venv tools ## headless locust run (PROFILE=smoke|baseline|ramp|spike|soak) against the local stack
+	@$(PY) -m loadtests run --profile $(PROFILE) --results $(RESULTS)
+
+load-ui: venv tools ## locust's web UI on 127.0.0.1:$(WEB_PORT) against the local stack's gateway
+	@SERVOSCOPE_LOAD_PROFILE=$(PROFILE) $(VENV)/bin/locust -f loadtests/locustfile.py \
+		--web-host 127.0.0.1 --web-port $(WEB_PORT) --host $(GATEWAY_URL)

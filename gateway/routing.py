@@ -179,6 +179,16 @@ def _route(
 ) -> Route:
     if not isinstance(entry, dict):
         raise RouteConfigError(f"{where}: must be a mapping with prefix, upstream, operations")
+    for key in entry:
+        if key not in ("prefix", "upstream", "policy", "operations"):
+            raise RouteConfigError(
+                f"{where}.{key}: unknown key; a route has prefix, upstream, policy, operations"
+                + (
+                    " (timeouts now live in policy.deadline and policy.attempt_timeout)"
+                    if key == "timeout_s"
+                    else ""
+                )
+            )
     prefix = entry.get("prefix")
     if not isinstance(prefix, str) or not prefix.startswith("/") or prefix.endswith("/"):
         raise RouteConfigError(f"{where}.prefix: must start with '/' and not end with one")

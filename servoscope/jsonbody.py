@@ -21,8 +21,8 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON; send a finite number")
 
 
-def json_object() -> dict[str, Any]:
-    """The request body as a JSON object, or a 415/400 problem that says what to send."""
+def json_value() -> Any:
+    """The request body as any JSON value, or a 415/400 problem that says what to send."""
     mimetype = request.mimetype
     if mimetype != "application/json" and not mimetype.endswith("+json"):
         raise Problem(
@@ -33,11 +33,16 @@ def json_object() -> dict[str, Any]:
         )
     raw = request.get_data(cache=True)  # MAX_CONTENT_LENGTH turns oversize into 413 here
     try:
-        body = json.loads(raw, parse_constant=_reject_constant)
+        return json.loads(raw, parse_constant=_reject_constant)
     except (ValueError, UnicodeDecodeError) as exc:
         raise Problem(
             400, "Malformed JSON", f"the body is not valid JSON: {exc}", slug="malformed-json"
         ) from None
+
+
+def json_object() -> dict[str, Any]:
+    """The request body as a JSON object, or a 415/400 problem that says what to send."""
+    body = json_value()
     if not isinstance(body, dict):
         raise Problem(
             400,

@@ -16,16 +16,18 @@ in upper case and are parsed to the type of the value they replace.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_FILE = REPO_ROOT / "servoscope.toml"
 ENV_PREFIX = "SERVOSCOPE_"
+T = TypeVar("T")
 
 
 class SettingsError(RuntimeError):
@@ -58,6 +60,24 @@ class Settings:
     def url(self, name: str) -> str:
         """Base URL of a component of the stack, e.g. ``url("servo")``."""
         return f"http://{self.host}:{self.port(name)}"
+
+    def options(self, section: str, cls: type[T], **given: Any) -> T:
+        """Build the dataclass ``cls`` from ``[section]``: keys it names, defaults for the rest.
+
+        ``given`` supplies fields that don't come from the file (e.g. derived URLs).
+        Keys of the section that ``cls`` doesn't name are left to other readers
+        (such as gunicorn's ``workers`` and ``threads``).
+        """
+        values = dict(given)
+        table = self.sections.get(section, {})
+        for spec in dataclasses.fields(cls):  # type: ignore[arg-type]
+            if spec.name in values or spec.name not in table:
+                continue
+            value = table[spec.name]
+            if spec.type in ("float", float) and isinstance(value, int):
+                value = float(value)
+            values[spec.name] = value
+        return cls(**values)
 
     def path(self, section: str, key: str) -> Path:
         """A path setting, resolved against the repository root when relative."""

@@ -148,6 +148,24 @@ def components(settings: Settings, run_dir: Path) -> list[Component]:
             ready_url=f"http://{host}:{port('servo')}/readyz",
         ),
         Component(
+            name="telemetry-logger",
+            argv=gunicorn_argv("services.telemetry.app:create_app()"),
+            env={
+                **gunicorn_env("telemetry-logger", settings, "telemetry", "telemetry_logger"),
+                # Each stack keeps its samples in its own run directory.
+                "SERVOSCOPE_TELEMETRY_LOGGER_DATABASE": os.environ.get(
+                    "SERVOSCOPE_TELEMETRY_LOGGER_DATABASE", str(run_dir / "telemetry.sqlite3")
+                ),
+            },
+            ready_url=f"http://{host}:{port('telemetry')}/readyz",
+        ),
+        Component(
+            name="motion-planner",
+            argv=gunicorn_argv("services.motion.app:create_app()"),
+            env=gunicorn_env("motion-planner", settings, "motion", "motion"),
+            ready_url=f"http://{host}:{port('motion')}/readyz",
+        ),
+        Component(
             name="gateway",
             argv=gunicorn_argv("gateway.app:create_app()"),
             env=gunicorn_env("gateway", settings, "gateway", "gateway"),

@@ -74,6 +74,7 @@ class Stack:
     settings: Settings
     env: dict[str, str]
     run_dir: Path
+    up_output: str = ""
 
     def url(self, name: str) -> str:
         return self.settings.url(name)
@@ -130,6 +131,7 @@ def start_stack(run_dir: Path, **overrides: str) -> Stack:
     env = stack_env(run_dir, **overrides)
     stack = Stack(load(env), env, run_dir)
     result = stack.make("up")
+    stack.up_output = result.stdout
     if result.returncode != 0:
         stack.make("down")
         logs = "\n".join(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import urllib.error
@@ -87,3 +88,18 @@ def test_foreground_stack_stops_on_ctrl_c(tmp_path) -> None:
         if process.poll() is None:
             process.kill()
             subprocess.run([sys.executable, "-m", "stack", "down"], cwd=REPO_ROOT, env=env)
+
+
+def test_make_up_refuses_busy_ports_and_says_how_to_move(tmp_path) -> None:
+    env = stack_env(tmp_path / "run")
+    settings = load(env)
+    with socket.socket() as busy:
+        busy.bind((settings.host, settings.port("gateway")))
+        busy.listen()
+        result = subprocess.run(
+            ["make", "up"], cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=120
+        )
+    assert result.returncode != 0
+    assert f"gateway={settings.port('gateway')}" in result.stdout
+    assert "SERVOSCOPE_PORTS_GATEWAY=" in result.stdout
+    assert not list((tmp_path / "run" / "pids").glob("*.pid"))

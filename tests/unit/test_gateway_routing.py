@@ -83,6 +83,7 @@ def test_a_bad_option_names_its_entry(tmp_path: Path, broken: str, named: str) -
         ("fallback: last_known", "fallback: cached", "routes.servo.operations[0].fallback"),
         ("prefix: /api/servo", "prefix: api/servo/", "routes.servo.prefix"),
         ("max_body_bytes: 100", "max_body_bytes: -1", "routes.servo.policy.max_body_bytes"),
+        ("upstream: servo\n", "upstream: servo\n    timeout_s: 2\n", "routes.servo.timeout_s"),
     ],
 )
 def test_a_bad_entry_is_named(tmp_path: Path, old: str, new: str, named: str) -> None:

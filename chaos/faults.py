@@ -1,0 +1,96 @@
+"""Chaos Toolkit actions: the faults, and the rollbacks that undo them.
+
+Every function takes plain arguments so experiments can pass them from their
+``configuration`` (the stack's run directory and URLs come from the environment the
+chaos runner sets). Processes are found by the pid files the stack supervisor
+writes, and only those are signalled.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+import urllib.request
+from pathlib import Path
+
+
+def _pid(run_dir: str, name: str) -> int:
+    return int((Path(run_dir) / "pids" / f"{name}.pid").read_text())
+
+
+def _hold(run_dir: str, name: str) -> Path:
+    return Path(run_dir) / "hold" / name
+
+
+def kill_process(run_dir: str, name: str) -> int:
+    """SIGKILL a process of the stack and keep the supervisor from restarting it."""
+    hold = _hold(run_dir, name)
+    hold.parent.mkdir(exist_ok=True)
+    hold.touch()
+    pid = _pid(run_dir, name)
+    os.killpg(pid, signal.SIGKILL)
+    return pid
+
+
+def restart_process(run_dir: str, name: str, ready_url: str, timeout_s: float = 20.0) -> float:
+    """Let the supervisor restart it; returns the seconds until it answered ready."""
+    _hold(run_dir, name).unlink(missing_ok=True)
+    started = time.monotonic()
+    while time.monotonic() - started < timeout_s:
+        try:
+            with urllib.request.urlopen(ready_url, timeout=1) as reply:
+                if reply.status == 200:
+                    return time.monotonic() - started
+        except OSError:
+            pass
+        time.sleep(0.1)
+    raise RuntimeError(f"{name} was not ready at {ready_url} within {timeout_s}s")
+
+
+def suspend_process(run_dir: str, name: str) -> int:
+    """SIGSTOP a process group: it holds its sockets open and answers nothing."""
+    pid = _pid(run_dir, name)
+    os.killpg(pid, signal.SIGSTOP)
+    return pid
+
+
+def resume_process(run_dir: str, name: str) -> int:
+    pid = _pid(run_dir, name)
+    os.killpg(pid, signal.SIGCONT)
+    return pid
+
+
+def _request(method: str, url: str, body: object | None = None) -> object:
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(
+        url, data=data, method=method, headers={"Content-Type": "application/json"}
+    )
+    with urllib.request.urlopen(request, timeout=5) as reply:
+        raw = reply.read()
+    return json.loads(raw) if raw else None
+
+
+def simulator_fault(control_url: str, mode: str, params: dict | None = None) -> object:
+    """Switch a fault of the Maestro simulator on: unplug, stall, slow, garble, error."""
+    return _request("PUT", f"{control_url}/faults/{mode}", params or {})
+
+
+def clear_simulator_faults(control_url: str) -> object:
+    """Every fault off (an unplugged device is plugged back in)."""
+    return _request("DELETE", f"{control_url}/faults")
+
+
+def add_toxic(toxiproxy_url: str, proxy: str, name: str, kind: str, attributes: dict) -> object:
+    """Add a Toxiproxy toxic (``latency``, ``reset_peer``, ...) to the downstream side."""
+    body = {"name": name, "type": kind, "stream": "downstream", "attributes": attributes}
+    return _request("POST", f"{toxiproxy_url}/proxies/{proxy}/toxics", body)
+
+
+def remove_toxics(toxiproxy_url: str, proxy: str) -> None:
+    """Remove every toxic of ``proxy``; the network between the hops is clean again."""
+    proxy_state = _request("GET", f"{toxiproxy_url}/proxies/{proxy}")
+    assert isinstance(proxy_state, dict)
+    for toxic in proxy_state.get("toxics", []):
+        _request("DELETE", f"{toxiproxy_url}/proxies/{proxy}/toxics/{toxic['name']}")

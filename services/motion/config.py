@@ -1,0 +1,26 @@
+"""The motion planner's configuration: the ``[motion]`` section of servoscope.toml."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from servoscope.settings import Settings
+
+
+@dataclass(frozen=True)
+class MotionConfig:
+    servo_url: str
+    rate_hz: float = 50.0  # setpoints per second streamed to the servo controller
+    setpoint_timeout_s: float = 0.2  # per attempt; a setpoint gets at most two attempts
+    measure_every: int = 5  # read the measured angle every N setpoints
+    channels: int = 12
+    min_angle: float = 0.0
+    max_angle: float = 180.0
+    max_duration_s: float = 60.0
+    history: int = 1000  # finished moves kept for GET /moves/{id}
+    default_max_velocity: float = 60.0  # deg/s, when a move names no duration or limits
+    default_max_acceleration: float = 240.0  # deg/s²
+
+
+def load_config(settings: Settings) -> MotionConfig:
+    return settings.options("motion", MotionConfig, servo_url=settings.url("servo"))
