@@ -77,13 +77,35 @@ def machine_description() -> str:
     )
 
 
+def _existing_sections(path: Path) -> dict[str, str]:
+    """The sections already in BENCHMARKS.md, by title, so a partial run keeps the rest."""
+    if not path.exists():
+        return {}
+    sections: dict[str, str] = {}
+    for chunk in path.read_text().split("\n## ")[1:]:
+        title = chunk.split("\n", 1)[0].strip()
+        sections[title] = "## " + chunk.rstrip() + "\n"
+    return sections
+
+
 def write_report(sections: list[Section], path: Path = REPO_ROOT / "BENCHMARKS.md") -> Path:
+    """Rewrite ``path``: the sections just measured replace their old versions; sections of
+    topics not run this time stay as they were, each with the date it was measured."""
     now = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    merged = _existing_sections(path)
+    for section in sections:
+        stamped = Section(
+            section.title,
+            section.headers,
+            section.rows,
+            [f"measured {now} on {machine_description()}", *section.notes],
+        )
+        merged[section.title] = stamped.markdown()
     header = (
         "# Benchmarks\n\n"
-        "Written by `make bench`; every ratio below was measured side by side in one run on a\n"
-        "shared, noisy machine, so compare ratios rather than absolute numbers.\n\n"
-        f"- machine: {machine_description()}\n- date: {now}\n\n"
+        "Written by `make bench` (`make bench TOPICS=<topic>` re-measures one section). Every\n"
+        "ratio in a section was measured side by side in one run on a shared, noisy machine,\n"
+        "so compare ratios rather than absolute numbers.\n\n"
     )
-    path.write_text(header + "\n".join(section.markdown() for section in sections))
+    path.write_text(header + "\n".join(merged.values()))
     return path

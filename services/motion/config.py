@@ -13,7 +13,7 @@ class MotionConfig:
     rate_hz: float = 50.0  # setpoints per second streamed to the servo controller
     setpoint_timeout_s: float = 0.2  # per attempt; a setpoint gets at most two attempts
     measure_every: int = 5  # read the measured angle every N setpoints
-    channels: int = 12
+    channels: int = 6  # from [servo] channel_count: the planner moves what the servo drives
     min_angle: float = 0.0
     max_angle: float = 180.0
     max_duration_s: float = 60.0
@@ -23,4 +23,9 @@ class MotionConfig:
 
 
 def load_config(settings: Settings) -> MotionConfig:
-    return settings.options("motion", MotionConfig, servo_url=settings.url("servo"))
+    return settings.options(
+        "motion",
+        MotionConfig,
+        servo_url=settings.url("servo"),
+        channels=int(settings.get("servo", "channel_count")),
+    )

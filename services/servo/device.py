@@ -2,16 +2,25 @@
 
 :class:`SerialLink` is that seam; :class:`PySerialLink` satisfies it with pyserial
 on a real Maestro (``/dev/ttyACM0``) or the simulator's pty, and any test double can
-satisfy it too. Above it, :mod:`services.servo.protocol` does no I/O at all.
+satisfy it too. Above it, :mod:`services.servo.protocol` does no I/O at all, and
+:mod:`services.servo.lifecycle` decides what a failure means for the device.
 """
 
 from __future__ import annotations
 
 import contextlib
+import termios
 import threading
 from typing import Protocol
 
 import serial
+
+# What a port that went away raises: pyserial's errors, OSError from reads and
+# writes, termios.error from tcflush/tcsetattr (EIO once a pty's master is gone).
+PORT_ERRORS = (serial.SerialException, OSError, termios.error)
+
+
+LINE_QUEUE_EXCHANGES = 2
 
 
 class DeviceUnavailable(Exception):
@@ -22,14 +31,33 @@ class DeviceTimeout(Exception):
     """The device did not answer in time."""
 
 
+class LineBusy(DeviceTimeout):
+    """Another exchange held the line for the whole deadline (not the device's fault)."""
+
+
+class GarbledReply(Exception):
+    """The device answered with bytes that are no valid reply (line noise, wrong baud)."""
+
+
 class SerialLink(Protocol):
+    def open(self) -> None:
+        """Open the port (idempotent); DeviceUnavailable if it cannot be opened."""
+        ...
+
+    def close(self) -> None: ...
+
     def exchange(self, request: bytes, reply_length: int, timeout: float) -> bytes:
         """Write ``request``; read exactly ``reply_length`` bytes within ``timeout`` seconds."""
         ...
 
 
 class PySerialLink:
-    """A pyserial port owned exclusively; one request/response exchange at a time."""
+    """A pyserial port owned exclusively; one request/response exchange at a time.
+
+    The port is opened by path every time, so a symlink that is repointed (the
+    simulator's ``--link`` after a replug, a udev ``/dev/serial/by-id`` name) is
+    followed to the new device on reconnect.
+    """
 
     def __init__(self, path: str, baud: int = 115200) -> None:
         self.path = path
@@ -52,8 +80,9 @@ class PySerialLink:
             self._port = serial.Serial(
                 self.path, baudrate=self.baud, timeout=0, write_timeout=1.0, exclusive=True
             )
-        except (serial.SerialException, OSError) as exc:
-            self._port = None
+            self._port.reset_input_buffer()  # bytes from before we owned the port are stale
+        except PORT_ERRORS as exc:
+            self._close_locked()
             raise DeviceUnavailable(f"cannot open {self.path}: {exc}") from exc
 
     def close(self) -> None:
@@ -62,25 +91,35 @@ class PySerialLink:
 
     def _close_locked(self) -> None:
         if self._port is not None:
-            with contextlib.suppress(serial.SerialException, OSError):
+            with contextlib.suppress(*PORT_ERRORS):
                 self._port.close()
         self._port = None
 
     def exchange(self, request: bytes, reply_length: int, timeout: float) -> bytes:
-        with self._lock:
-            self._open_locked()
+        # Queue for the line at most as long as two exchanges ahead may hold it at
+        # their full deadline; then this exchange gets its own full deadline.
+        queue_s = LINE_QUEUE_EXCHANGES * timeout
+        if not self._lock.acquire(timeout=queue_s):
+            raise LineBusy(f"{self.path}: the line stayed busy for {queue_s:g}s")
+        try:
             port = self._port
-            assert port is not None
+            if port is None or not port.is_open:
+                raise DeviceUnavailable(f"{self.path} is not open")
             try:
                 port.reset_input_buffer()  # a late reply to a timed-out read must not leak here
-                port.write_timeout = timeout
+                # pyserial reconfigures the tty on every timeout assignment: only on change.
+                if port.write_timeout != timeout:
+                    port.write_timeout = timeout
+                if port.timeout != timeout:
+                    port.timeout = timeout
                 port.write(request)
                 if reply_length == 0:
                     port.flush()
                     return b""
-                port.timeout = timeout
                 reply = port.read(reply_length)
-            except (serial.SerialException, OSError) as exc:
+            except serial.SerialTimeoutException as exc:
+                raise DeviceTimeout(f"{self.path}: write did not finish in {timeout}s") from exc
+            except PORT_ERRORS as exc:
                 self._close_locked()
                 raise DeviceUnavailable(f"{self.path}: {exc}") from exc
             if len(reply) < reply_length:
@@ -88,3 +127,5 @@ class PySerialLink:
                     f"{self.path}: got {len(reply)} of {reply_length} reply bytes in {timeout}s"
                 )
             return reply
+        finally:
+            self._lock.release()

@@ -25,8 +25,11 @@ Control interface (HTTP/JSON, 127.0.0.1 only; errors are RFC 9457
 ``GET /state``
     ``{"device", "link", "channels": [{"channel", "target_qus", "position_qus",
     "speed", "acceleration", "moving"}], "errors", "faults", "bytes_received",
-    "commands_received"}``. ``device`` is null while unplugged;
-    ``bytes_received`` counts every byte ever read from the serial line.
+    "commands_received", "commands_by_name"}``. ``device`` is null while
+    unplugged; ``bytes_received`` counts every byte ever read from the serial
+    line; ``commands_by_name`` counts executed commands by name
+    (``{"set_target": 3, "get_position": 120}``), so a test can prove that no
+    Set Target reached the device while a poller keeps reading positions.
 ``GET /faults``
     ``{"faults": {mode: params}}``.
 ``PUT /faults/<mode>`` (optional JSON object body of parameters)
@@ -85,6 +88,17 @@ BITS_PER_BYTE = 10  # start bit + 8 data bits + stop bit
 READ_SIZE = 4096
 MAX_CONTROL_BODY = 64 * 1024
 FAULT_MODES = ("unplug", "stall", "slow", "garble", "error")
+# Names in GET /state's commands_by_name (the servo controller's span names use them too).
+COMMAND_NAMES: dict[type, str] = {
+    protocol.SetTarget: "set_target",
+    protocol.SetMultipleTargets: "set_multiple_targets",
+    protocol.SetSpeed: "set_speed",
+    protocol.SetAcceleration: "set_acceleration",
+    protocol.GetPosition: "get_position",
+    protocol.GetMovingState: "get_moving_state",
+    protocol.GetErrors: "get_errors",
+    protocol.GoHome: "go_home",
+}
 
 
 @dataclass(frozen=True)
@@ -227,6 +241,7 @@ class _State:
     faults: dict[str, dict[str, Any]] = field(default_factory=dict)
     bytes_received: int = 0
     commands_received: int = 0
+    commands_by_name: dict[str, int] = field(default_factory=dict)
     outbox: deque[_Reply] = field(default_factory=deque)
 
 
@@ -267,6 +282,7 @@ class Simulator:
         self._arrivals: deque[tuple[int, float]] = deque()
         self._fed = 0
         self._last_due = 0.0
+        self._line_in_free = 0.0
         self._control: _ControlServer | None = None
 
     def _new_decoder(self) -> protocol.CommandDecoder:
@@ -380,6 +396,7 @@ class Simulator:
                 "faults": self._faults_copy(),
                 "bytes_received": self._state.bytes_received,
                 "commands_received": self._state.commands_received,
+                "commands_by_name": dict(self._state.commands_by_name),
             }
 
     # --- port changes ---
@@ -406,6 +423,7 @@ class Simulator:
         self._arrivals.clear()
         self._fed = 0
         self._last_due = 0.0
+        self._line_in_free = 0.0
         link = self.config.link
         if link:
             # Create-then-rename so a client never sees a missing or half-made link.
@@ -451,29 +469,26 @@ class Simulator:
                 self._apply_port(action)
             finally:
                 done.set()
-        poller = select.poll()
-        poller.register(self._wake_r, select.POLLIN)
         pty = self._pty
-        if pty is not None:
-            poller.register(pty.master, select.POLLIN)
-        for fd, events in poller.poll(self._poll_timeout_ms()):
+        fds = [self._wake_r] if pty is None else [self._wake_r, pty.master]
+        # select, not poll: its timeout has microsecond resolution, and replies at
+        # 115200 baud are due a fraction of a millisecond apart.
+        readable, _, _ = select.select(fds, [], [], self._wait_s())
+        for fd in readable:
             if fd == self._wake_r:
                 with contextlib.suppress(BlockingIOError):
                     os.read(self._wake_r, 512)
             elif pty is not None and fd == pty.master:
-                if events & select.POLLIN:
-                    self._read(pty)
-                else:
-                    time.sleep(0.02)  # hang-up without data: nobody holds the slave
+                self._read(pty)  # a hang-up reads as EIO, handled there
         self._flush_replies()
 
-    def _poll_timeout_ms(self) -> int:
+    def _wait_s(self) -> float:
         with self._lock:
             outbox = self._state.outbox
             if not outbox:
-                return 500
+                return 0.5
             wait = outbox[0].due - self._clock()
-        return max(0, min(500, int(wait * 1000) + 1))
+        return max(0.0, min(0.5, wait))
 
     def _read(self, pty: _Pty) -> None:
         try:
@@ -498,9 +513,13 @@ class Simulator:
                 # Errors before this command first: a Get Errors reports them.
                 self._state.errors |= self._decoder.take_errors()
                 self._state.commands_received += 1
+                name = COMMAND_NAMES[type(frame.command)]
+                counts = self._state.commands_by_name
+                counts[name] = counts.get(name, 0) + 1
+                received = self._received_at(frame)
                 reply = self._execute(frame.command)
                 if reply:
-                    self._schedule(frame, reply)
+                    self._schedule(reply, received)
             self._state.errors |= self._decoder.take_errors()
             self._forget_arrivals()
 
@@ -543,12 +562,20 @@ class Simulator:
                 return reply
         return b""
 
-    def _schedule(self, frame: protocol.Frame, reply: bytes) -> None:
+    def _wire_s(self, length: int) -> float:
+        """How long a real line at the configured baud takes to carry ``length`` bytes."""
+        return length * BITS_PER_BYTE / self.config.baud if self.config.baud else 0.0
+
+    def _received_at(self, frame: protocol.Frame) -> float:
+        """When the command's last byte would have arrived: the line carries one byte
+        at a time, so commands written together arrive one after another."""
+        start = max(self._arrival_time(frame.offset), self._line_in_free)
+        self._line_in_free = start + self._wire_s(frame.length)
+        return self._line_in_free
+
+    def _schedule(self, reply: bytes, received: float) -> None:
         faults = self._state.faults
-        due = self._arrival_time(frame.offset)
-        if self.config.baud:
-            # A real line needs this long to carry the request and the answer.
-            due += (frame.length + len(reply)) * BITS_PER_BYTE / self.config.baud
+        due = received
         if "slow" in faults:
             due += faults["slow"]["latency_s"]
         if "garble" in faults:
@@ -557,7 +584,8 @@ class Simulator:
                 byte ^ self._rng.randint(1, 255) if self._rng.random() < probability else byte
                 for byte in reply
             )
-        due = max(due, self._last_due)  # the line is serial: replies never overtake
+        # The reply line is serial too: a reply goes out after the one before it.
+        due = max(due, self._last_due) + self._wire_s(len(reply))
         self._last_due = due
         self._state.outbox.append(_Reply(due, reply))
 

@@ -90,16 +90,19 @@ def test_set_target_converges_at_the_rate_the_speed_predicts(start_sim):
     started = time.monotonic()
     samples = []
     while time.monotonic() - started < 1.0:
-        samples.append((time.monotonic() - started, position(port)))
-        if samples[-1][1] == 7000:
+        # The device read the position somewhere between asking and the answer.
+        asked = time.monotonic() - started
+        pos = position(port)
+        samples.append((asked, time.monotonic() - started, pos))
+        if pos == 7000:
             break
         time.sleep(0.005)
     arrived = samples[-1][0]
-    assert samples[-1][1] == 7000
+    assert samples[-1][2] == 7000
     assert 0.08 <= arrived <= 0.25, samples
     # Mid-way samples lie on the 100-per-tick line (within two ticks of jitter).
-    for elapsed, pos in samples[:-1]:
-        assert 6000 + (elapsed / 0.01 - 2) * 100 <= pos <= 6000 + (elapsed / 0.01 + 1) * 100
+    for asked, answered, pos in samples[:-1]:
+        assert 6000 + (asked / 0.01 - 2) * 100 <= pos <= 6000 + (answered / 0.01 + 1) * 100
     assert ask(port, p.encode_get_moving_state(), 1) == b"\x00"
 
 
@@ -218,6 +221,14 @@ def test_replies_are_paced_like_a_real_line(start_sim):
 
     assert min(round_trip(slow_line) for _ in range(3)) >= 0.033
     assert min(round_trip(fast_line) for _ in range(3)) < 0.02
+
+
+def test_commands_written_together_are_paced_one_after_another(start_sim):
+    _, port = start_sim(baud=1200)  # full duplex: 10 requests of 2 bytes, then the last reply
+    started = time.monotonic()
+    replies = ask(port, p.encode_get_position(0) * 10, 20)
+    assert replies == p.encode_position_reply(6000) * 10
+    assert time.monotonic() - started >= (10 * 2 + 2) * 10 / 1200  # requests, then a reply
 
 
 def test_a_client_can_close_and_another_reopen(start_sim):
@@ -353,6 +364,7 @@ def test_state_reports_channels_and_counts_every_byte(start_sim):
     assert state["device"] == sim.device_path and state["link"] is None
     assert state["bytes_received"] == 2 + 4 + 2
     assert state["commands_received"] == 2
+    assert state["commands_by_name"] == {"set_target": 1, "get_position": 1}
     assert state["errors"] == ErrorBits.SERIAL_PROTOCOL_ERROR
     assert len(state["channels"]) == 6
     channel = state["channels"][2]

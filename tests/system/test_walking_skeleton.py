@@ -23,13 +23,20 @@ def set_angle(stack: Stack, angle: float, channel: int = 0):
     )
 
 
-def test_set_position_moves_the_servo_at_the_simulated_speed(stack: Stack) -> None:
+def test_set_position_moves_the_servo_at_the_configured_speed(stack: Stack) -> None:
+    speed_units = stack.settings.sections["servo"]["channel_defaults"]["speed"]
     assert set_angle(stack, 90).status == 200
     wait_for(lambda: abs(angle_of(stack) - 90) <= 0.5, timeout=5, message="servo at 90 degrees")
 
     reply = set_angle(stack, 120)
     assert reply.status == 200, reply.body
-    assert reply.json() == {"channel": 0, "angle": 120.0, "pulse_us": 1666.75}
+    assert reply.json() == {
+        "channel": 0,
+        "angle": 120.0,
+        "pulse_us": 1666.75,
+        "speed": speed_units,
+        "acceleration": 0,
+    }
     started = time.monotonic()
     samples = []
     while time.monotonic() - started < 5:
@@ -40,7 +47,6 @@ def test_set_position_moves_the_servo_at_the_simulated_speed(stack: Stack) -> No
     elapsed = time.monotonic() - started
 
     # 30 degrees is 166.7 us of pulse; at speed 20 (0.25 us per 10 ms) the servo moves 500 us/s.
-    speed_units = stack.settings.get("simulator", "speed")
     predicted = (1666.75 - 1500) / (speed_units * 0.25 / 0.010)
     assert abs(samples[-1] - 120) <= 0.5, samples
     assert elapsed <= predicted + 0.5, (elapsed, predicted, samples)
@@ -49,8 +55,14 @@ def test_set_position_moves_the_servo_at_the_simulated_speed(stack: Stack) -> No
     assert samples == sorted(samples), f"the servo did not move monotonically: {samples}"
 
 
+def commands_that_write(stack: Stack) -> dict[str, int]:
+    """What the device executed, minus the reads a background poller keeps sending."""
+    counts = stack.simulator_state()["commands_by_name"]
+    return {name: n for name, n in counts.items() if not name.startswith("get_")}
+
+
 def test_bad_requests_are_problems_and_touch_no_serial_byte(stack: Stack) -> None:
-    before = stack.simulator_state()["bytes_received"]
+    before = commands_that_write(stack)
     good_body = json.dumps({"channel": 0, "angle": 45})
 
     cases = [
@@ -91,7 +103,28 @@ def test_bad_requests_are_problems_and_touch_no_serial_byte(stack: Stack) -> Non
         assert mention in problem["detail"], problem
     assert cases[3][0].json()["detail"].startswith("the body is not valid JSON")
     assert cases[4][0].json()["field"] == "angle"
-    assert stack.simulator_state()["bytes_received"] == before
+    assert commands_that_write(stack) == before
+
+
+def test_status_home_and_a_retried_command_through_the_gateway(stack: Stack) -> None:
+    status = stack.api("GET", "/api/servo/status")
+    assert status.status == 200, status.body
+    assert status.json()["state"] == "active"
+    assert status.json()["channels"][0]["stale"] is False
+
+    before = commands_that_write(stack)
+    body = json.dumps({"channel": 1, "angle": 33.5})
+    key = {"Idempotency-Key": f"system-{time.time_ns()}"}
+    first = stack.api("POST", "/api/servo/set-position", body=body, headers=key)
+    again = stack.api("POST", "/api/servo/set-position", body=body, headers=key)
+    assert (first.status, again.status) == (200, 200), (first.body, again.body)
+    assert again.json() == first.json()
+    assert again.headers["Idempotent-Replayed"] == "true"
+    assert commands_that_write(stack)["set_target"] == before.get("set_target", 0) + 1
+
+    home = stack.api("POST", "/api/servo/home")
+    assert home.status == 200, home.body
+    assert commands_that_write(stack)["go_home"] == before.get("go_home", 0) + 1
 
 
 def test_one_set_position_is_one_trace_from_gateway_to_serial_byte(stack: Stack) -> None:
@@ -142,7 +175,10 @@ def test_one_set_position_is_one_trace_from_gateway_to_serial_byte(stack: Stack)
     assert by_id[parent(serial)] is servo_server
     tags = {t["key"]: t["value"] for t in serial["tags"]}
     assert tags["servo.channel"] == 0
+    assert tags["servo.command"] == "set_target"
     assert tags["serial.bytes_out"] >= 4
+    assert tags["serial.bytes_in"] == 2  # the Get Errors that confirms the command
+    assert tags["servo.error_bits"] == 0
 
 
 def test_prometheus_scrapes_every_target_and_counts_the_route(stack: Stack) -> None:
