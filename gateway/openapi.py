@@ -49,8 +49,12 @@ BODIES: dict[tuple[str, str], tuple[dict[str, Any] | None, dict[str, Any]]] = {
             "properties": {
                 "channel": CHANNEL,
                 "angle": ANGLE,
-                "stale": {"type": "boolean", "description": "served by the fallback"},
-                "age_s": {"type": "number", "description": "age of a stale answer"},
+                "stale": {
+                    "type": "boolean",
+                    "description": "true from the gateway's last-known fallback (or an old "
+                    "servo snapshot)",
+                },
+                "age_s": {"type": "number", "description": "age of the gateway's stale answer"},
             },
         },
     ),
