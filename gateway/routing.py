@@ -274,3 +274,19 @@ def load_routes(path: Path, settings: Settings) -> RouteTable:
                 )
             seen[key] = route.name
     return RouteTable(routes, upstreams, path)
+
+
+if __name__ == "__main__":
+    # ``python -m gateway.routing [routes.yaml]``: check a table before sending SIGHUP.
+    import sys
+
+    from servoscope.settings import load
+
+    settings = load()
+    target = Path(sys.argv[1]) if len(sys.argv) > 1 else settings.path("gateway", "routes_file")
+    try:
+        checked = load_routes(target, settings)
+    except RouteConfigError as exc:
+        sys.exit(f"invalid: {exc}")
+    operations = sum(len(route.operations) for route in checked.routes)
+    print(f"{target}: {len(checked.routes)} routes, {operations} operations, OK")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import textwrap
 from pathlib import Path
 
@@ -107,3 +109,13 @@ def test_a_route_served_twice_is_refused(tmp_path: Path) -> None:
     )
     with pytest.raises(RouteConfigError, match=r"already routed by routes\.servo"):
         table_from(tmp_path, doubled)
+
+
+def test_the_table_can_be_checked_before_a_reload(tmp_path: Path) -> None:
+    bad = tmp_path / "routes.yaml"
+    bad.write_text(GOOD.replace("scope: read,", "scope: root,"))
+    result = subprocess.run(
+        [sys.executable, "-m", "gateway.routing", str(bad)], capture_output=True, text=True
+    )
+    assert result.returncode == 1
+    assert "routes.servo.operations[0].scope" in result.stderr
