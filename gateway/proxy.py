@@ -1,12 +1,15 @@
-"""Forwarding one request to its upstream and mapping failures to DESIGN.md's statuses."""
+"""What a proxied request and its answer carry across the gateway: header rules.
+
+Hop-by-hop fields (RFC 9110 7.6.1, and any the ``Connection`` field lists) stop here
+both ways; the caller's credentials and Host stay at the gateway; ``X-Forwarded-For``,
+``-Proto`` and ``-Host`` tell the upstream who really asked.
+"""
 
 from __future__ import annotations
 
-from flask import Request, Response
-from urllib3.exceptions import HTTPError, TimeoutError
+from flask import Request
 
-from servoscope.outbound import UpstreamClient
-from servoscope.problems import Problem
+from servoscope.outbound import Reply
 
 # RFC 9110 7.6.1 hop-by-hop fields, plus the gateway's own credentials and Host.
 HOP_BY_HOP = frozenset(
@@ -44,39 +47,7 @@ def outbound_headers(request: Request, request_id: str) -> dict[str, str]:
     return headers
 
 
-def forward(
-    client: UpstreamClient,
-    request: Request,
-    upstream_path: str,
-    request_id: str,
-    timeout_s: float,
-) -> Response:
-    path = upstream_path + (f"?{request.query_string.decode()}" if request.query_string else "")
-    body = request.get_data() if request.method in ("POST", "PUT", "PATCH") else None
-    try:
-        reply = client.request(
-            request.method,
-            path,
-            body=body,
-            headers=outbound_headers(request, request_id),
-            timeout=timeout_s,
-        )
-    except TimeoutError:
-        raise Problem(
-            504,
-            "Upstream Timeout",
-            f"{client.name} did not answer within {timeout_s}s",
-            slug="upstream-timeout",
-            upstream=client.name,
-        ) from None
-    except HTTPError as exc:
-        raise Problem(
-            502,
-            "Upstream Unreachable",
-            f"{client.name} could not be reached: {type(exc).__name__}",
-            slug="upstream-unreachable",
-            upstream=client.name,
-        ) from None
+def returned_headers(reply: Reply) -> list[tuple[str, str]]:
+    """The upstream's answer headers minus hop-by-hop ones and those the gateway sets."""
     dropped = NOT_RETURNED | _connection_listed(reply.headers)
-    headers = [(k, v) for k, v in reply.headers.items() if k.lower() not in dropped]
-    return Response(reply.body, status=reply.status, headers=headers)
+    return [(k, v) for k, v in reply.headers.items() if k.lower() not in dropped]

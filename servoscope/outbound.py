@@ -69,10 +69,15 @@ class UpstreamClient:
         *,
         body: bytes | None = None,
         headers: dict[str, str] | None = None,
-        timeout: float = 5.0,
+        timeout: float | urllib3.Timeout = 5.0,
         attempt: int = 1,
+        attributes: dict[str, str | int | float | bool] | None = None,
     ) -> Reply:
-        """Send one attempt; connection errors and timeouts raise urllib3's exceptions."""
+        """Send one attempt; connection errors and timeouts raise urllib3's exceptions.
+
+        ``timeout`` is seconds for connect and read alike, or a ``urllib3.Timeout``;
+        ``attributes`` are added to the client span (the gateway's resilience decisions).
+        """
         started = time.perf_counter()
         status = 0
         with tracer.start_as_current_span(
@@ -86,6 +91,7 @@ class UpstreamClient:
                 "url.full": self.base_url + path,
                 "peer.service": self.name,
                 "http.request.resend_count": attempt - 1,
+                **(attributes or {}),
             },
         ) as span:
             context: dict[str, str] = {}
@@ -97,7 +103,9 @@ class UpstreamClient:
                     path,
                     body=body,
                     headers=sent,
-                    timeout=urllib3.Timeout(connect=timeout, read=timeout),
+                    timeout=timeout
+                    if isinstance(timeout, urllib3.Timeout)
+                    else urllib3.Timeout(connect=timeout, read=timeout),
                     redirect=False,
                     preload_content=True,
                 )

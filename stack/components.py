@@ -27,6 +27,7 @@ class Component:
     argv: list[str]
     ready_url: str | None = None  # GET answers 2xx when ready
     ready_path: Path | None = None  # exists when ready (the simulator's pty link)
+    ready_port: int | None = None  # accepts TCP connections when ready (redis)
     env: dict[str, str] = field(default_factory=dict)
     prepare: Callable[[], None] | None = None  # runs before every (re)start
     ready_timeout_s: float = 30.0
@@ -140,6 +141,21 @@ def components(settings: Settings, run_dir: Path) -> list[Component]:
             ],
             ready_url=f"http://{host}:{port('prometheus')}/-/ready",
             prepare=prepare_prometheus,
+        ),
+        Component(
+            name="redis",
+            argv=[
+                "redis-server",
+                "--port",
+                str(port("redis")),
+                "--bind",
+                host,
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ],
+            ready_port=port("redis"),
         ),
         *([] if real_device else [simulator]),
         Component(

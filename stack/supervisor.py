@@ -53,6 +53,8 @@ def port_in_use(host: str, port: int) -> bool:
 def is_ready(component: Component) -> bool:
     if component.ready_path is not None:
         return component.ready_path.exists()
+    if component.ready_port is not None:
+        return port_in_use("127.0.0.1", component.ready_port)
     if component.ready_url is None:
         return True
     try:
@@ -76,8 +78,7 @@ class Supervisor:
         busy = [
             (name, port)
             for name, port in self.settings.sections["ports"].items()
-            if name not in ("toxiproxy", "redis", "state")
-            and port_in_use(self.settings.host, int(port))
+            if name not in ("toxiproxy", "state") and port_in_use(self.settings.host, int(port))
         ]
         if busy:
             listing = ", ".join(f"{name}={port}" for name, port in busy)

@@ -1,0 +1,105 @@
+"""An upstream's instances and how one is picked for each attempt.
+
+``round_robin`` takes turns; ``least_outstanding`` is the power of two choices: pick
+two instances at random and send to the one with fewer requests in flight (near-best
+spread, no global scan). Either way an instance whose breaker is open (passive outlier
+ejection) or whose ``/readyz`` fails (optional active health checks) is skipped.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import random
+import threading
+from dataclasses import dataclass, field
+
+import urllib3
+
+from gateway.breaker import Breaker
+from gateway.routing import Instance, Upstream
+from gateway.sharedstate import SharedState
+from servoscope.outbound import UpstreamClient
+
+log = logging.getLogger("gateway.balancer")
+
+
+@dataclass
+class Member:
+    instance: Instance
+    client: UpstreamClient
+    breaker: Breaker
+    healthy: bool = True
+    outstanding: int = 0
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def begin(self) -> None:
+        with self._lock:
+            self.outstanding += 1
+
+    def end(self) -> None:
+        with self._lock:
+            self.outstanding -= 1
+
+
+class Balancer:
+    def __init__(self, upstream: Upstream, shared: SharedState, max_connections: int) -> None:
+        self.upstream = upstream
+        self.members = [
+            Member(
+                instance,
+                UpstreamClient(upstream.name, instance.url, max_connections=max_connections),
+                Breaker(upstream.name, instance.id, upstream.breaker, shared),
+            )
+            for instance in upstream.instances
+        ]
+        self._turn = itertools.count()
+        self._checker: threading.Thread | None = None
+        self._stop = threading.Event()
+
+    def candidates(self, *, skip_open: bool = True) -> list[Member]:
+        """Members to try, best first: healthy ones (whose breaker is not open) in order."""
+        members = self.members
+        if len(members) == 1:
+            # Nothing to choose between: the breaker's admit() is the check (one storage read).
+            return members if members[0].healthy else []
+        if self.upstream.balance == "least_outstanding":
+            a, b = random.sample(members, 2)
+            first = a if a.outstanding <= b.outstanding else b
+            rest = sorted((m for m in members if m is not first), key=lambda m: m.outstanding)
+            ordered = [first, *rest]
+        else:
+            start = next(self._turn) % len(members)
+            ordered = members[start:] + members[:start]
+        return [m for m in ordered if m.healthy and (not skip_open or m.breaker.available())]
+
+    def start_health_checks(self) -> None:
+        options = self.upstream.health_check
+        if not options.enabled or self._checker is not None:
+            return
+        self._checker = threading.Thread(
+            target=self._check_forever, name=f"health-{self.upstream.name}", daemon=True
+        )
+        self._checker.start()
+
+    def _check_forever(self) -> None:
+        options = self.upstream.health_check
+        pool = urllib3.PoolManager(retries=False, timeout=options.timeout_s)
+        while not self._stop.wait(options.interval_s):
+            for member in self.members:
+                try:
+                    ok = pool.request("GET", member.instance.url + options.path).status == 200
+                except urllib3.exceptions.HTTPError:
+                    ok = False
+                if ok != member.healthy:
+                    log.warning(
+                        "instance %s of %s is now %s",
+                        member.instance.id,
+                        self.upstream.name,
+                        "healthy" if ok else "unhealthy",
+                        extra={"upstream": self.upstream.name, "instance": member.instance.id},
+                    )
+                member.healthy = ok
+
+    def stop(self) -> None:
+        self._stop.set()

@@ -1,0 +1,96 @@
+"""A retry budget per upstream: retries may add at most ``ratio`` of its requests.
+
+Envoy's idea: over a sliding window of ``window_s`` seconds, retries are allowed while
+``retries < max(floor, ratio * requests)``, so a sick upstream sees at most ~20 % extra
+load instead of a retry storm, and a quiet one can still retry a few times. Counted in
+one-second buckets, in Redis when shared (all workers spend one budget) or locally.
+tenacity has no notion of a budget, hence this small module.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import redis
+
+from gateway.policy import RetryBudgetOptions
+from gateway.sharedstate import SharedState
+
+
+class RetryBudget:
+    def __init__(self, upstream: str, options: RetryBudgetOptions, shared: SharedState) -> None:
+        self.upstream = upstream
+        self.options = options
+        self.shared = shared
+        self._key = f"gw:budget:{upstream}"
+        self._buckets: dict[int, list[int]] = {}  # second -> [requests, retries]
+        self._lock = threading.Lock()
+
+    # -- local ---------------------------------------------------------------
+
+    def _local_add(self, index: int, now: int) -> None:
+        with self._lock:
+            bucket = self._buckets.get(now)
+            if bucket is None:
+                horizon = now - self.options.window_s
+                self._buckets = {s: b for s, b in self._buckets.items() if s > horizon}
+                bucket = self._buckets[now] = [0, 0]
+            bucket[index] += 1
+
+    def _local_totals(self, now: int) -> tuple[int, int]:
+        horizon = now - self.options.window_s
+        with self._lock:
+            live = [b for s, b in self._buckets.items() if s > horizon]
+        return sum(b[0] for b in live), sum(b[1] for b in live)
+
+    # -- redis ---------------------------------------------------------------
+
+    def _redis_add(self, r: redis.Redis, kind: str, now: int) -> None:
+        key = f"{self._key}:{kind}:{now}"
+        pipe = r.pipeline(transaction=False)
+        pipe.incr(key)
+        pipe.expire(key, self.options.window_s + 1)
+        pipe.execute()
+
+    def _redis_totals(self, r: redis.Redis, now: int) -> tuple[int, int]:
+        seconds = range(now - self.options.window_s + 1, now + 1)
+        keys = [f"{self._key}:{kind}:{s}" for kind in ("req", "retry") for s in seconds]
+        values = [int(v or 0) for v in r.mget(keys)]
+        half = len(seconds)
+        return sum(values[:half]), sum(values[half:])
+
+    # -- the budget ----------------------------------------------------------
+
+    def record_request(self) -> None:
+        """Count one request (not attempt) sent to the upstream."""
+        now = int(time.time())
+        self.shared.choose(
+            lambda r: self._redis_add(r, "req", now), lambda: self._local_add(0, now)
+        )
+
+    def allowed(self) -> int:
+        """How many retries the window allows now."""
+        requests, _ = self.totals()
+        return max(self.options.floor, int(self.options.ratio * requests))
+
+    def totals(self) -> tuple[int, int]:
+        now = int(time.time())
+        return self.shared.choose(
+            lambda r: self._redis_totals(r, now), lambda: self._local_totals(now)
+        )
+
+    def try_spend(self) -> bool:
+        """Take one retry from the budget; False when it is spent (or disabled: always True)."""
+        if not self.options.enabled:
+            return True
+        # Check, then count: two workers may both take the last retry, so a shared budget
+        # can overshoot by the number of workers, never more; a Lua script is not worth it.
+        requests, retries = self.totals()
+        if retries >= max(self.options.floor, int(self.options.ratio * requests)):
+            return False
+        now = int(time.time())
+        self.shared.choose(
+            lambda r: self._redis_add(r, "retry", now), lambda: self._local_add(1, now)
+        )
+        return True

@@ -1,0 +1,50 @@
+"""The overall deadline of one request, and the header that carries it downstream.
+
+The route's ``total_s`` (or less, when the caller sent ``X-Request-Deadline-Ms``) starts
+when the request enters the pipeline. Every attempt's timeouts are cut to what is left,
+a retry is not started when its backoff would end past it, and each attempt tells the
+upstream how many milliseconds remain, so no hop waits longer than its caller will.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from dataclasses import dataclass
+
+from gateway.policy import DeadlineOptions
+
+DEADLINE_HEADER = "X-Request-Deadline-Ms"
+UNBOUNDED_S = 30.0  # with the stage off: gunicorn's worker timeout is the only limit
+
+
+class DeadlineExceeded(Exception):
+    pass
+
+
+@dataclass(frozen=True)
+class Deadline:
+    expires: float  # time.monotonic()
+    budget_s: float
+
+    @classmethod
+    def start(cls, options: DeadlineOptions, inbound_ms: str | None) -> Deadline:
+        budget = options.total_s if options.enabled else UNBOUNDED_S
+        if inbound_ms is not None:
+            # A garbled caller deadline is ignored rather than failing the call.
+            with contextlib.suppress(ValueError):
+                budget = min(budget, max(0.0, int(inbound_ms) / 1000))
+        return cls(time.monotonic() + budget, budget)
+
+    def remaining(self) -> float:
+        return self.expires - time.monotonic()
+
+    def check(self) -> float:
+        """Seconds left; raises :class:`DeadlineExceeded` when none are."""
+        left = self.remaining()
+        if left <= 0.001:
+            raise DeadlineExceeded(f"the request's {self.budget_s:g}s deadline passed")
+        return left
+
+    def header_value(self) -> str:
+        return str(max(0, int(self.remaining() * 1000)))

@@ -1,0 +1,331 @@
+"""The resilience pipeline, assembled in one place, outermost stage first.
+
+Every proxied request runs, in DESIGN.md's order:
+
+1. authenticate (``gateway.app``'s ``before_request``; the key's scope per operation)
+2. rate limit per API key and route        -> 429 + Retry-After + RateLimit fields
+3. overall deadline                         -> 504 once it has passed
+4. bulkhead per upstream                    -> 503 at once when full
+5. retry, inside the upstream's budget      -> idempotent requests only
+6. circuit breaker per upstream instance    -> 503 + Retry-After while open (or a fallback)
+   (the load balancer skips instances whose breaker is open)
+7. attempt timeout (connect, read; capped by the deadline)
+8. the HTTP call on a pooled keep-alive connection (:mod:`servoscope.outbound`)
+
+Why this order: the cheap refusals (rate limit) come before any resource is held; the
+deadline wraps everything that can wait; the bulkhead is taken once per request, so
+retries cannot multiply a sick upstream's share of threads; the breaker sits inside
+retry so every attempt is counted and an open breaker stops retries at once; the attempt
+timeout is innermost so it bounds exactly one call.
+
+Each stage is switchable (``enabled: false`` in routes.yaml) for control experiments.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import urllib3
+from flask import Request, Response
+from opentelemetry import trace
+from opentelemetry.trace import Span
+from urllib3.exceptions import HTTPError, TimeoutError
+
+from gateway import metrics
+from gateway.balancer import Balancer, Member
+from gateway.breaker import BreakerOpen
+from gateway.budget import RetryBudget
+from gateway.bulkhead import Bulkhead, BulkheadFull
+from gateway.deadline import DEADLINE_HEADER, Deadline, DeadlineExceeded
+from gateway.fallback import LastKnown
+from gateway.proxy import outbound_headers, returned_headers
+from gateway.ratelimit import RateLimiter
+from gateway.retry import AttemptFailed, RetryPolicy, retryable
+from gateway.routing import Operation, Route, RouteTable
+from gateway.sharedstate import SharedState
+from servoscope.outbound import Reply
+from servoscope.problems import Problem
+
+
+@dataclass
+class Call:
+    """One proxied request as it moves through the stages."""
+
+    route: Route
+    operation: Operation
+    request: Request
+    key_name: str
+    request_id: str
+    span: Span
+    path: str = ""
+    body: bytes | None = None
+    deadline: Deadline = field(default_factory=lambda: Deadline(0.0, 0.0))
+    headers: dict[str, str] = field(default_factory=dict)  # added to the answer
+
+
+class Pipeline:
+    """Per-process state of every stage (limiter, bulkheads, budgets, balancers)."""
+
+    def __init__(self, table: RouteTable, shared: SharedState, max_connections: int) -> None:
+        self.table = table
+        self.shared = shared
+        self.limiter = RateLimiter(shared)
+        self.bulkheads = {n: Bulkhead(n, u.bulkhead) for n, u in table.upstreams.items()}
+        self.budgets = {
+            n: RetryBudget(n, u.retry_budget, shared) for n, u in table.upstreams.items()
+        }
+        self.balancers = {
+            n: Balancer(u, shared, max_connections) for n, u in table.upstreams.items()
+        }
+        self.last_known = LastKnown()
+        for balancer in self.balancers.values():
+            balancer.start_health_checks()
+
+    # -- the pipeline, top to bottom ------------------------------------------
+
+    def handle(self, call: Call) -> Response:
+        route = call.route
+        self._rate_limit(call)  # 2: before the body is even read
+        self._read_body(call)
+        call.deadline = Deadline.start(route.deadline, call.request.headers.get(DEADLINE_HEADER))
+        try:
+            with self._bulkhead(call):  # 4
+                budget = self.budgets[route.upstream]
+                budget.record_request()
+                policy = RetryPolicy(route.retry, budget)
+                reply = policy.run(  # 5
+                    lambda n: self._attempt(call, n),  # 6, 7, 8
+                    may_retry=retryable(call.request.method, call.request.headers),
+                    deadline=call.deadline,
+                )
+        except DeadlineExceeded as exc:  # 3
+            raise self._problem(
+                call, 504, "Deadline Exceeded", str(exc), slug="deadline-exceeded"
+            ) from None
+        except BreakerOpen as exc:
+            return self._breaker_open(call, exc)
+        except AttemptFailed as exc:
+            title = "Upstream Timeout" if exc.status == 504 else "Upstream Unreachable"
+            raise self._problem(call, exc.status, title, exc.detail) from None
+        return self._answer(call, reply)
+
+    def _read_body(self, call: Call) -> None:
+        request, limit = call.request, call.route.max_body_bytes
+        call.path = request.path[len(call.route.prefix) :] + (
+            f"?{request.query_string.decode()}" if request.query_string else ""
+        )
+        chunked = "chunked" in request.headers.get("Transfer-Encoding", "").lower()
+        if not request.content_length and not chunked:
+            return  # no body, whatever the method
+        if (request.content_length or 0) > limit:
+            raise Problem(
+                413,
+                "Content Too Large",
+                f"the body is {request.content_length} bytes; this route accepts at most {limit}",
+                slug="content-too-large",
+            )
+        # Buffered (bounded by the limit) so that a retried command can be resent.
+        body = request.stream.read(limit + 1)
+        if len(body) > limit:
+            raise Problem(
+                413,
+                "Content Too Large",
+                f"the body is over {limit} bytes; send at most {limit}",
+                slug="content-too-large",
+            )
+        call.body = body
+
+    def _rate_limit(self, call: Call) -> None:
+        options = call.route.rate_limit
+        if not options.enabled:
+            return
+        decision = self.limiter.check(options, call.route.name, call.key_name)
+        call.span.set_attribute("gateway.rate_limit.remaining", decision.remaining)
+        call.headers.update(decision.headers)
+        if not decision.allowed:
+            metrics.RATE_LIMITED.labels(call.route.name).inc()
+            call.span.set_attribute("gateway.rate_limit.decision", "rejected")
+            raise Problem(
+                429,
+                "Too Many Requests",
+                f"this API key may send {options.requests} requests per {options.per_s}s to "
+                f"{call.route.prefix}; retry after {decision.headers['Retry-After']}s",
+                slug="rate-limited",
+                headers=decision.headers,
+            )
+
+    def _bulkhead(self, call: Call):  # type: ignore[no-untyped-def]
+        bulkhead = self.bulkheads[call.route.upstream]
+        if not bulkhead.options.enabled:
+            return _NO_SLOT
+        return _Slot(self, bulkhead, call)
+
+    def _attempt(self, call: Call, number: int) -> Reply:
+        remaining = call.deadline.check()  # 3: no attempt starts after the deadline
+        upstream = call.route.upstream
+        member = self._admit(call)  # 6
+        options = call.route.attempt_timeout  # 7
+        if options.enabled:
+            timeout = urllib3.Timeout(
+                connect=min(options.connect_s, remaining),
+                read=min(options.read_s, remaining),
+                total=remaining,
+            )
+        else:
+            timeout = urllib3.Timeout(total=remaining)
+        headers = outbound_headers(call.request, call.request_id)
+        headers[DEADLINE_HEADER] = call.deadline.header_value()
+        member.begin()
+        try:
+            reply = member.client.request(  # 8
+                call.request.method,
+                call.path,
+                body=call.body,
+                headers=headers,
+                timeout=timeout,
+                attempt=number,
+                attributes={
+                    "gateway.upstream.instance": member.instance.id,
+                    "gateway.retry.attempt": number,
+                    "gateway.breaker.state": member.breaker.machine._state.name,
+                },
+            )
+        except TimeoutError:
+            self._record(member, ok=False)
+            raise AttemptFailed(
+                504, f"{upstream} did not answer within {timeout.total or remaining:.3g}s"
+            ) from None
+        except HTTPError as exc:
+            self._record(member, ok=False)
+            raise AttemptFailed(
+                502, f"{upstream} could not be reached: {type(exc).__name__}"
+            ) from None
+        finally:
+            member.end()
+        self._record(member, ok=reply.status < 500)
+        return reply
+
+    def _admit(self, call: Call) -> Member:
+        """The load balancer's first candidate whose breaker lets the call through."""
+        balancer = self.balancers[call.route.upstream]
+        if not balancer.upstream.breaker.enabled:
+            healthy = balancer.candidates(skip_open=False)
+            if healthy:
+                return healthy[0]
+            raise BreakerOpen(1.0, "unhealthy")
+        refused: BreakerOpen | None = None
+        for member in balancer.candidates():
+            try:
+                member.breaker.admit()
+                return member
+            except BreakerOpen as exc:
+                refused = exc
+        if refused is None:  # every instance ejected or unhealthy
+            waits = [m.breaker._open_for() for m in balancer.members]
+            refused = BreakerOpen(max(1.0, min(waits)), "open")
+        metrics.BREAKER_REJECTIONS.labels(call.route.upstream).inc()
+        raise refused
+
+    def _record(self, member: Member, *, ok: bool) -> None:
+        if member.breaker.options.enabled:
+            member.breaker.record(ok)
+
+    # -- answers ----------------------------------------------------------------
+
+    def _answer(self, call: Call, reply: Reply) -> Response:
+        if call.operation.fallback and reply.status == 200:
+            self.last_known.remember(call.operation.path, call.path, reply.body)
+        response = Response(reply.body, status=reply.status, headers=returned_headers(reply))
+        response.headers.update(call.headers)
+        return response
+
+    def _breaker_open(self, call: Call, exc: BreakerOpen) -> Response:
+        call.span.set_attribute("gateway.breaker.state", exc.state)
+        call.span.add_event("gateway.breaker_rejected", {"gateway.breaker.state": exc.state})
+        if call.operation.fallback == "last_known":
+            stale = self.last_known.stale(call.operation.path, call.path)
+            if stale is not None:
+                body, headers = stale
+                metrics.FALLBACKS.labels(call.route.name).inc()
+                call.span.set_attribute("gateway.fallback", "last_known")
+                call.span.add_event("gateway.fallback_served")
+                response = Response(body, status=200, mimetype="application/json")
+                response.headers.update({**call.headers, **headers})
+                return response
+        retry_after = str(max(1, math.ceil(exc.retry_after)))
+        raise self._problem(
+            call,
+            503,
+            "Upstream Unavailable",
+            f"the circuit breaker of {call.route.upstream} is {exc.state} after repeated "
+            f"failures; retry after {retry_after}s",
+            slug="breaker-open",
+            headers={"Retry-After": retry_after},
+        )
+
+    def _problem(
+        self,
+        call: Call,
+        status: int,
+        title: str,
+        detail: str,
+        *,
+        slug: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> Problem:
+        return Problem(
+            status,
+            title,
+            detail,
+            slug=slug,
+            headers={**call.headers, **(headers or {})},
+            upstream=call.route.upstream,
+        )
+
+
+class _Slot:
+    """Stage 4 as a context manager: the 503 and span details of a full bulkhead."""
+
+    def __init__(self, pipeline: Pipeline, bulkhead: Bulkhead, call: Call) -> None:
+        self.bulkhead = bulkhead
+        self.call = call
+        self.pipeline = pipeline
+        self._held = None
+
+    def __enter__(self) -> None:
+        try:
+            self._held = self.bulkhead.slot(self.call.deadline.remaining())
+            waited = self._held.__enter__()
+        except BulkheadFull as exc:
+            metrics.BULKHEAD_REJECTIONS.labels(self.bulkhead.upstream).inc()
+            self.call.span.add_event("gateway.bulkhead_rejected")
+            raise self.pipeline._problem(
+                self.call,
+                503,
+                "Bulkhead Full",
+                f"{exc}; retry shortly",
+                slug="bulkhead-full",
+                headers={"Retry-After": "1"},
+            ) from None
+        if waited:
+            self.call.span.set_attribute("gateway.bulkhead.wait_ms", round(waited * 1000, 3))
+
+    def __exit__(self, *exc_info: object) -> None:
+        assert self._held is not None
+        self._held.__exit__(*exc_info)
+
+
+class _NoSlot:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc_info: object) -> None:
+        return None
+
+
+_NO_SLOT = _NoSlot()
+
+
+def current_span() -> Span:
+    return trace.get_current_span()

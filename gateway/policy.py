@@ -1,0 +1,137 @@
+"""Typed options of every pipeline stage, with defaults, parsed from the route table.
+
+Each stage of :mod:`gateway.pipeline` takes one of these dataclasses. ``enabled``
+switches a stage off (chaos experiments run a control with the protection off).
+:func:`parse` builds one from a YAML mapping and rejects unknown keys and wrong
+types with a message naming the exact entry, e.g.
+``gateway/routes.yaml: upstreams.servo.breaker.failures: must be an integer >= 1``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any, TypeVar, get_type_hints
+
+
+class PolicyError(ValueError):
+    """An option has the wrong name, type or range; the message says where."""
+
+
+@dataclass(frozen=True)
+class RateLimitOptions:
+    """Per API key and route: ``requests`` per ``per_s`` seconds (a moving window)."""
+
+    enabled: bool = True
+    requests: int = 100
+    per_s: int = 1
+
+
+@dataclass(frozen=True)
+class DeadlineOptions:
+    """The whole request, every retry included, must end within ``total_s``."""
+
+    enabled: bool = True
+    total_s: float = 5.0
+
+
+@dataclass(frozen=True)
+class BulkheadOptions:
+    """Per upstream: at most ``max_concurrent`` calls; wait at most ``max_wait_s`` for a slot."""
+
+    enabled: bool = True
+    max_concurrent: int = 8
+    max_wait_s: float = 0.0
+
+
+@dataclass(frozen=True)
+class RetryOptions:
+    """Exponential backoff with full jitter inside a per-upstream retry budget."""
+
+    enabled: bool = True
+    max_attempts: int = 3
+    backoff_base_s: float = 0.05
+    backoff_max_s: float = 1.0
+    retry_after_max_s: float = 2.0  # a longer Retry-After is not worth waiting for
+
+
+@dataclass(frozen=True)
+class RetryBudgetOptions:
+    """Per upstream: retries may add at most ``ratio`` of its requests (or ``floor``) per window."""
+
+    enabled: bool = True
+    ratio: float = 0.2
+    floor: int = 3
+    window_s: int = 10
+
+
+@dataclass(frozen=True)
+class BreakerOptions:
+    """Per upstream instance: open after ``failures`` in a row; probe after ``reset_s``."""
+
+    enabled: bool = True
+    failures: int = 5
+    reset_s: float = 5.0
+    half_open_probes: int = 1
+
+
+@dataclass(frozen=True)
+class AttemptTimeoutOptions:
+    """Each attempt's connect and read timeouts (both capped by the deadline)."""
+
+    enabled: bool = True
+    connect_s: float = 0.5
+    read_s: float = 2.0
+
+
+@dataclass(frozen=True)
+class HealthCheckOptions:
+    """Optional active checks: GET ``path`` on every instance each ``interval_s``."""
+
+    enabled: bool = False
+    path: str = "/readyz"
+    interval_s: float = 2.0
+    timeout_s: float = 0.5
+
+
+T = TypeVar("T")
+
+
+def _check(value: Any, kind: type, where: str) -> Any:
+    if kind is bool:
+        if not isinstance(value, bool):
+            raise PolicyError(f"{where}: must be true or false; got {value!r}")
+        return value
+    if kind is int:
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise PolicyError(f"{where}: must be a whole number >= 0; got {value!r}")
+        return value
+    if kind is float:
+        if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+            raise PolicyError(f"{where}: must be a number >= 0; got {value!r}")
+        return float(value)
+    if not isinstance(value, str):
+        raise PolicyError(f"{where}: must be a string; got {value!r}")
+    return value
+
+
+def parse(cls: type[T], data: Any, where: str, base: T | None = None) -> T:
+    """Options of type ``cls`` from ``data``, each missing key taken from ``base``."""
+    start = base if base is not None else cls()
+    if data is None:
+        return start
+    if not isinstance(data, dict):
+        raise PolicyError(f"{where}: must be a mapping of option: value")
+    hints = get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]  # type: ignore[arg-type]
+    values = {}
+    for key, value in data.items():
+        if key not in names:
+            raise PolicyError(f"{where}.{key}: unknown option; known options are {names}")
+        values[key] = _check(value, hints[key], f"{where}.{key}")
+    return dataclasses.replace(start, **values)  # type: ignore[type-var]
+
+
+def positive(value: float, where: str) -> None:
+    if value <= 0:
+        raise PolicyError(f"{where}: must be greater than 0; got {value!r}")

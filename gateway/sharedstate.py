@@ -1,0 +1,103 @@
+"""Where breakers, rate-limit windows and retry budgets live: Redis, or this process.
+
+With one worker everything is in-process. With several workers (or replicas) the
+stages keep their state in Redis so they all see one breaker and one bucket. Redis
+may go away: every shared operation goes through :meth:`SharedState.choose`, which
+falls back to the local copy at once, records ``gateway_shared_state_up 0``, logs
+it once, and tries Redis again at most every ``recheck_s``.
+
+    shared = SharedState.connect("redis://127.0.0.1:6379/0")
+    count = shared.choose(lambda r: r.incr("k"), lambda: local.incr("k"))
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from typing import TypeVar
+
+import redis
+
+from gateway import metrics
+
+log = logging.getLogger("gateway.sharedstate")
+T = TypeVar("T")
+
+
+class SharedState:
+    """A Redis client with a health flag; ``client is None`` means local-only by config."""
+
+    def __init__(self, client: redis.Redis | None, url: str = "", recheck_s: float = 1.0) -> None:
+        self.client = client
+        self.url = url
+        self.recheck_s = recheck_s
+        self._up = client is not None
+        self._next_check = 0.0
+        self._lock = threading.Lock()
+        metrics.SHARED_STATE_UP.set(1 if self._up else 0)
+
+    @classmethod
+    def local(cls) -> SharedState:
+        return cls(None)
+
+    @classmethod
+    def connect(cls, url: str) -> SharedState:
+        # Short timeouts: a missing Redis must cost a request milliseconds, not seconds.
+        client = redis.Redis.from_url(
+            url, socket_connect_timeout=0.2, socket_timeout=0.2, health_check_interval=0
+        )
+        shared = cls(client, url)
+        try:
+            client.ping()
+        except redis.RedisError as exc:
+            shared.mark_down(exc)
+        return shared
+
+    @property
+    def enabled(self) -> bool:
+        return self.client is not None
+
+    @property
+    def up(self) -> bool:
+        """True when Redis is in use now; re-probes a lost Redis at most every ``recheck_s``."""
+        if self._up or self.client is None:
+            return self._up
+        now = time.monotonic()
+        if now < self._next_check:
+            return False
+        with self._lock:
+            if self._up or now < self._next_check:
+                return self._up
+            self._next_check = now + self.recheck_s
+            try:
+                self.client.ping()
+            except redis.RedisError:
+                return False
+            self._up = True
+        metrics.SHARED_STATE_UP.set(1)
+        log.warning("redis is back: sharing gateway state again", extra={"redis": self.url})
+        return True
+
+    def mark_down(self, exc: Exception) -> None:
+        with self._lock:
+            was_up = self._up
+            self._up = False
+            self._next_check = time.monotonic() + self.recheck_s
+        metrics.SHARED_STATE_UP.set(0)
+        if was_up:
+            log.warning(
+                "redis unavailable: serving on this worker's local state (%s)",
+                type(exc).__name__,
+                extra={"redis": self.url, "error": str(exc)},
+            )
+
+    def choose(self, shared: Callable[[redis.Redis], T], local: Callable[[], T]) -> T:
+        """Run ``shared`` against Redis while it is up, else (or on any Redis error) ``local``."""
+        if self.client is not None and self.up:
+            try:
+                return shared(self.client)
+            except redis.RedisError as exc:
+                self.mark_down(exc)
+        return local()
