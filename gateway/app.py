@@ -18,9 +18,9 @@ from gateway.auth import KeyStore, require_scope
 from gateway.fastpath import ProxyDispatcher
 from gateway.pipeline import Call, Pipeline
 from gateway.routing import Operation, Route, load_routes
-from gateway.sharedstate import SharedState
 from servoscope.appfactory import create_app as create_base_app
 from servoscope.inbound import current_request_id
+from servoscope.resilience.sharedstate import SharedState
 from servoscope.settings import Settings, load
 
 SERVICE_NAME = "gateway"
@@ -33,8 +33,10 @@ def shared_state(settings: Settings) -> SharedState:
     mode = str(settings.sections.get("gateway", {}).get("shared_state", "auto"))
     workers = int(settings.sections.get("gateway", {}).get("workers", 1))
     if mode == "redis" or (mode == "auto" and workers > 1):
-        return SharedState.connect(f"redis://{settings.host}:{settings.port('redis')}/0")
-    return SharedState.local()
+        return SharedState.connect(
+            f"redis://{settings.host}:{settings.port('redis')}/0", up_gauge=metrics.SHARED_STATE_UP
+        )
+    return SharedState.local(up_gauge=metrics.SHARED_STATE_UP)
 
 
 def is_loopback(address: str | None) -> bool:

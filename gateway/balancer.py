@@ -16,10 +16,11 @@ from dataclasses import dataclass, field
 
 import urllib3
 
-from gateway.breaker import Breaker
+from gateway import metrics
 from gateway.routing import Instance, Upstream
-from gateway.sharedstate import SharedState
 from servoscope.outbound import UpstreamClient
+from servoscope.resilience.breaker import Breaker
+from servoscope.resilience.sharedstate import SharedState
 
 log = logging.getLogger("gateway.balancer")
 
@@ -49,7 +50,14 @@ class Balancer:
             Member(
                 instance,
                 UpstreamClient(upstream.name, instance.url, max_connections=max_connections),
-                Breaker(upstream.name, instance.id, upstream.breaker, shared),
+                Breaker(
+                    upstream.name,
+                    instance.id,
+                    upstream.breaker,
+                    shared,
+                    metrics.BREAKER,
+                    key_prefix="gw:breaker",
+                ),
             )
             for instance in upstream.instances
         ]

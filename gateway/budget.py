@@ -15,7 +15,7 @@ import time
 import redis
 
 from gateway.policy import RetryBudgetOptions
-from gateway.sharedstate import SharedState
+from servoscope.resilience.sharedstate import SharedState
 
 
 class RetryBudget:

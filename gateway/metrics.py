@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from prometheus_client import Counter, Gauge
 
-BREAKER_STATE_VALUES = {"closed": 0, "open": 1, "half-open": 2}
+from servoscope.resilience.breaker import BreakerMetrics
 
 BREAKER_STATE = Gauge(
     "gateway_breaker_state",
@@ -21,6 +21,7 @@ BREAKER_TRANSITIONS = Counter(
     "Circuit breaker state changes seen by this worker.",
     ["upstream", "instance", "from_state", "to_state"],
 )
+BREAKER = BreakerMetrics(BREAKER_STATE, BREAKER_TRANSITIONS)
 BREAKER_REJECTIONS = Counter(
     "gateway_breaker_rejections_total",
     "Requests answered without calling the upstream because its breakers were open.",

@@ -34,7 +34,6 @@ from urllib3.exceptions import HTTPError, TimeoutError
 
 from gateway import metrics
 from gateway.balancer import Balancer, Member
-from gateway.breaker import BreakerOpen
 from gateway.budget import RetryBudget
 from gateway.bulkhead import Bulkhead, BulkheadFull
 from gateway.deadline import DEADLINE_HEADER, Deadline, DeadlineExceeded
@@ -43,9 +42,10 @@ from gateway.proxy import outbound_headers, returned_headers
 from gateway.ratelimit import RateLimiter
 from gateway.retry import AttemptFailed, RetryPolicy, retryable
 from gateway.routing import Operation, Route, RouteTable
-from gateway.sharedstate import SharedState
 from servoscope.outbound import Reply
 from servoscope.problems import Problem
+from servoscope.resilience.breaker import BreakerOpen
+from servoscope.resilience.sharedstate import SharedState
 
 
 @dataclass

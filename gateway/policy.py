@@ -13,6 +13,8 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any, TypeVar, get_type_hints
 
+from servoscope.resilience.breaker import BreakerOptions  # noqa: F401 - part of a route's policy
+
 
 class PolicyError(ValueError):
     """An option has the wrong name, type or range; the message says where."""
@@ -63,16 +65,6 @@ class RetryBudgetOptions:
     ratio: float = 0.2
     floor: int = 3
     window_s: int = 10
-
-
-@dataclass(frozen=True)
-class BreakerOptions:
-    """Per upstream instance: open after ``failures`` in a row; probe after ``reset_s``."""
-
-    enabled: bool = True
-    failures: int = 5
-    reset_s: float = 5.0
-    half_open_probes: int = 1
 
 
 @dataclass(frozen=True)

@@ -25,7 +25,7 @@ from limits.storage import RedisStorage
 from limits.strategies import SlidingWindowCounterRateLimiter
 
 from gateway.policy import RateLimitOptions
-from gateway.sharedstate import SharedState
+from servoscope.resilience.sharedstate import SharedState
 
 POLICY_NAME = "default"
 MAX_BUCKETS = 100_000  # bounded memory: full buckets are dropped first

@@ -8,9 +8,9 @@ import time
 import pybreaker
 import pytest
 
-from gateway.breaker import Breaker, BreakerOpen
-from gateway.policy import BreakerOptions
-from gateway.sharedstate import SharedState
+from gateway.metrics import BREAKER
+from servoscope.resilience.breaker import Breaker, BreakerOpen, BreakerOptions
+from servoscope.resilience.sharedstate import SharedState
 
 CALLS, CALL_S = 8, 0.2
 
@@ -32,7 +32,7 @@ def test_pybreakers_call_serializes_which_is_why_we_do_not_use_it() -> None:
 
 
 def test_concurrent_slow_calls_through_one_breaker_take_one_calls_time() -> None:
-    breaker = Breaker("up", "i:1", BreakerOptions(), SharedState.local())
+    breaker = Breaker("up", "i:1", BreakerOptions(), SharedState.local(), BREAKER)
 
     def call() -> None:
         breaker.admit()
@@ -48,6 +48,7 @@ def test_opens_after_failures_then_admits_bounded_probes_and_closes() -> None:
         "i:2",
         BreakerOptions(failures=2, reset_s=0.2, half_open_probes=2),
         SharedState.local(),
+        BREAKER,
     )
     for _ in range(2):
         breaker.admit()

@@ -3,7 +3,8 @@
 With one worker everything is in-process. With several workers (or replicas) the
 stages keep their state in Redis so they all see one breaker and one bucket. Redis
 may go away: every shared operation goes through :meth:`SharedState.choose`, which
-falls back to the local copy at once, records ``gateway_shared_state_up 0``, logs
+falls back to the local copy at once, sets its ``up_gauge`` to 0 (the gateway's
+``gateway_shared_state_up``), logs
 it once, and tries Redis again at most every ``recheck_s``.
 
     shared = SharedState.connect("redis://127.0.0.1:6379/0")
@@ -19,36 +20,46 @@ from collections.abc import Callable
 from typing import TypeVar
 
 import redis
+from prometheus_client import Gauge
 
-from gateway import metrics
-
-log = logging.getLogger("gateway.sharedstate")
+log = logging.getLogger("servoscope.resilience.sharedstate")
 T = TypeVar("T")
 
 
 class SharedState:
     """A Redis client with a health flag; ``client is None`` means local-only by config."""
 
-    def __init__(self, client: redis.Redis | None, url: str = "", recheck_s: float = 1.0) -> None:
+    def __init__(
+        self,
+        client: redis.Redis | None,
+        url: str = "",
+        recheck_s: float = 1.0,
+        up_gauge: Gauge | None = None,
+    ) -> None:
         self.client = client
         self.url = url
         self.recheck_s = recheck_s
+        self.up_gauge = up_gauge  # 1 while Redis is in use, 0 on local state
         self._up = client is not None
         self._next_check = 0.0
         self._lock = threading.Lock()
-        metrics.SHARED_STATE_UP.set(1 if self._up else 0)
+        self._report(self._up)
+
+    def _report(self, up: bool) -> None:
+        if self.up_gauge is not None:
+            self.up_gauge.set(1 if up else 0)
 
     @classmethod
-    def local(cls) -> SharedState:
-        return cls(None)
+    def local(cls, up_gauge: Gauge | None = None) -> SharedState:
+        return cls(None, up_gauge=up_gauge)
 
     @classmethod
-    def connect(cls, url: str) -> SharedState:
+    def connect(cls, url: str, up_gauge: Gauge | None = None) -> SharedState:
         # Short timeouts: a missing Redis must cost a request milliseconds, not seconds.
         client = redis.Redis.from_url(
             url, socket_connect_timeout=0.2, socket_timeout=0.2, health_check_interval=0
         )
-        shared = cls(client, url)
+        shared = cls(client, url, up_gauge=up_gauge)
         try:
             client.ping()
         except redis.RedisError as exc:
@@ -76,8 +87,8 @@ class SharedState:
             except redis.RedisError:
                 return False
             self._up = True
-        metrics.SHARED_STATE_UP.set(1)
-        log.warning("redis is back: sharing gateway state again", extra={"redis": self.url})
+        self._report(True)
+        log.warning("redis is back: sharing state again", extra={"redis": self.url})
         return True
 
     def mark_down(self, exc: Exception) -> None:
@@ -85,7 +96,7 @@ class SharedState:
             was_up = self._up
             self._up = False
             self._next_check = time.monotonic() + self.recheck_s
-        metrics.SHARED_STATE_UP.set(0)
+        self._report(False)
         if was_up:
             log.warning(
                 "redis unavailable: serving on this worker's local state (%s)",

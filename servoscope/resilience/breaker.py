@@ -21,17 +21,39 @@ import contextlib
 import math
 import threading
 import time
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import pybreaker
 import redis
+from prometheus_client import Counter, Gauge
 
-from gateway import metrics
-from gateway.policy import BreakerOptions
-from gateway.sharedstate import SharedState
+from servoscope.resilience.sharedstate import SharedState
 
 CLOSED, OPEN, HALF_OPEN = pybreaker.STATE_CLOSED, pybreaker.STATE_OPEN, pybreaker.STATE_HALF_OPEN
 REDIS_TTL_S = 3600  # idle breakers fade out of Redis
+
+
+STATE_VALUES = {CLOSED: 0, OPEN: 1, HALF_OPEN: 2}
+
+
+@dataclass(frozen=True)
+class BreakerOptions:
+    """Per upstream instance: open after ``failures`` in a row; probe after ``reset_s``."""
+
+    enabled: bool = True
+    failures: int = 5
+    reset_s: float = 5.0
+    half_open_probes: int = 1
+
+
+@dataclass(frozen=True)
+class BreakerMetrics:
+    """The families a breaker reports to, labelled ``(upstream, instance)``: its state
+    (0 closed, 1 open, 2 half-open) and transitions (plus ``from_state``, ``to_state``)."""
+
+    state: Gauge
+    transitions: Counter
 
 
 class BreakerOpen(Exception):
@@ -166,34 +188,43 @@ class _StateMachine(pybreaker.CircuitBreaker):
 
 
 class _Transitions(pybreaker.CircuitBreakerListener):
-    def __init__(self, upstream: str, instance: str) -> None:
+    def __init__(self, metrics: BreakerMetrics, upstream: str, instance: str) -> None:
+        self.metrics = metrics
         self.labels = (upstream, instance)
 
     def state_change(self, cb, old_state, new_state) -> None:  # type: ignore[no-untyped-def]
         if old_state is not None and old_state.name != new_state.name:
-            metrics.BREAKER_TRANSITIONS.labels(*self.labels, old_state.name, new_state.name).inc()
-        metrics.BREAKER_STATE.labels(*self.labels).set(metrics.BREAKER_STATE_VALUES[new_state.name])
+            self.metrics.transitions.labels(*self.labels, old_state.name, new_state.name).inc()
+        self.metrics.state.labels(*self.labels).set(STATE_VALUES[new_state.name])
 
 
 class Breaker:
     """One upstream instance's breaker: :meth:`admit` before the call, :meth:`record` after."""
 
     def __init__(
-        self, upstream: str, instance: str, options: BreakerOptions, shared: SharedState
+        self,
+        upstream: str,
+        instance: str,
+        options: BreakerOptions,
+        shared: SharedState,
+        metrics: BreakerMetrics,
+        *,
+        key_prefix: str = "breaker",
     ) -> None:
         self.upstream = upstream
         self.instance = instance
         self.options = options
-        self.storage = FailoverStorage(f"gw:breaker:{upstream}:{instance}", shared)
+        # Breakers of one upstream instance share this Redis key across workers/replicas.
+        self.storage = FailoverStorage(f"{key_prefix}:{upstream}:{instance}", shared)
         self.machine = _StateMachine(
             fail_max=options.failures,
             reset_timeout=options.reset_s,
             state_storage=self.storage,
-            listeners=[_Transitions(upstream, instance)],
+            listeners=[_Transitions(metrics, upstream, instance)],
             name=f"{upstream}/{instance}",
             throw_new_error_on_trip=False,
         )
-        self._gauge = metrics.BREAKER_STATE.labels(upstream, instance)
+        self._gauge = metrics.state.labels(upstream, instance)
         self._gauge.set(0)
 
     @property
@@ -222,7 +253,7 @@ class Breaker:
                     raise BreakerOpen(wait, OPEN)
                 self.machine.half_open()
                 state = HALF_OPEN
-            self._gauge.set(metrics.BREAKER_STATE_VALUES[state])
+            self._gauge.set(STATE_VALUES[state])
             if state == HALF_OPEN:
                 if not self.storage.acquire_probe(self.options.half_open_probes):
                     raise BreakerOpen(max(1.0, self.options.reset_s / 2), HALF_OPEN)
