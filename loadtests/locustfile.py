@@ -1,7 +1,8 @@
 """The users who load servoscope, as locust sees them.
 
-- ``Operator`` (weight 3): watches servos: polls ``current-angle`` on every channel and
-  the list of active moves. Waits 0.5-1.5 s between looks.
+- ``Operator`` (weight 3): watches servos: polls ``current-angle`` on every channel, the
+  whole device through ``/api/state``, and the list of active moves. Waits 0.5-1.5 s
+  between looks.
 - ``Commander`` (weight 1): drives servos: ``set-position`` on channels 0-1 and short
   motion moves on a channel of its own (2-5), waiting for its move to end before the
   next. Waits 1-3 s between commands.
@@ -67,6 +68,10 @@ class Operator(ServoscopeUser):
     def current_angle(self) -> None:
         channel = random.choice(READ_CHANNELS)
         self.call("GET", f"/api/servo/current-angle?channel={channel}", "/api/servo/current-angle")
+
+    @task(2)
+    def device_state(self) -> None:
+        self.call("GET", "/api/state", "/api/state")
 
     @task(1)
     def active_moves(self) -> None:

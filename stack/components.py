@@ -186,6 +186,12 @@ def components(settings: Settings, run_dir: Path) -> list[Component]:
             ready_url=f"http://{host}:{port('motion')}/readyz",
         ),
         Component(
+            name="device-state",
+            argv=gunicorn_argv("services.state.app:create_app()"),
+            env=gunicorn_env("device-state", settings, "state", "device_state"),
+            ready_url=f"http://{host}:{port('state')}/readyz",
+        ),
+        Component(
             name="gateway",
             argv=gunicorn_argv("gateway.app:create_app()"),
             env=gunicorn_env("gateway", settings, "gateway", "gateway"),

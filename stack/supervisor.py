@@ -78,7 +78,7 @@ class Supervisor:
         busy = [
             (name, port)
             for name, port in self.settings.sections["ports"].items()
-            if name not in ("toxiproxy", "state") and port_in_use(self.settings.host, int(port))
+            if name not in ("toxiproxy",) and port_in_use(self.settings.host, int(port))
         ]
         if busy:
             listing = ", ".join(f"{name}={port}" for name, port in busy)

@@ -41,7 +41,14 @@ def test_every_readme_curl_command_works(stack: Stack) -> None:
         body = json.loads(result.stdout)
         if "Authorization" in command:
             assert "status" not in body or body["status"] < 400, (command, body)
-            assert body["channel"] == 0, body
+            if "/api/state" in command:
+                assert {s: body[s]["status"] for s in ("servo", "motion", "telemetry")} == {
+                    "servo": "ok",
+                    "motion": "ok",
+                    "telemetry": "ok",
+                }, body
+            else:
+                assert body["channel"] in (0, 1), body
         else:
             assert body["status"] == 401, body
             assert body["type"].endswith("/unauthorized")

@@ -73,6 +73,8 @@ def test_broken_thresholds_name_the_route_and_margin() -> None:
         ("all", "max_p95_ms"),  # 600 > 500
         ("POST /api/telemetry/samples", "max_error_ratio"),  # never exercised
         ("POST /api/telemetry/samples", "max_p95_ms"),
+        ("GET /api/state", "max_error_ratio"),
+        ("GET /api/state", "max_p95_ms"),
     }
     p95 = next(c for c in checks if c.route == "all" and c.limit_name == "max_p95_ms")
     assert "BROKEN by 100" in p95.describe()
