@@ -35,7 +35,7 @@ from gateway.policy import (
     parse,
     positive,
 )
-from servoscope.settings import Settings
+from servoscope.settings import Settings, SettingsError
 
 METHODS = {"GET", "POST", "PUT", "PATCH", "DELETE"}
 BALANCERS = ("round_robin", "least_outstanding")
@@ -130,13 +130,21 @@ def _instance(entry: Any, settings: Settings, where: str) -> Instance:
     return Instance(f"{parts.hostname}:{parts.port or 80}", url)
 
 
+def _stack_instances(name: str, settings: Settings, where: str) -> list[str]:
+    try:
+        return settings.instance_ports(name)
+    except SettingsError as exc:
+        raise RouteConfigError(f"{where}.instances: {exc}") from None
+
+
 def _upstream(name: str, entry: Any, defaults: dict, settings: Settings, where: str) -> Upstream:
     entry = _mapping(entry, where)
     known = {"instances", "balance", *UPSTREAM_POLICY}
     for key in entry:
         if key not in known:
             raise RouteConfigError(f"{where}.{key}: unknown key; known keys are {sorted(known)}")
-    raw_instances = entry.get("instances", [name])
+    # Unlisted instances follow the stack: [instances] in servoscope.toml (default one).
+    raw_instances = entry.get("instances") or _stack_instances(name, settings, where)
     if not isinstance(raw_instances, list) or not raw_instances:
         raise RouteConfigError(f"{where}.instances: list one or more port names or URLs")
     instances = tuple(

@@ -61,6 +61,23 @@ class Settings:
         """Base URL of a component of the stack, e.g. ``url("servo")``."""
         return f"http://{self.host}:{self.port(name)}"
 
+    def instance_ports(self, name: str) -> list[str]:
+        """Port names of every instance of a service: ``name``, then ``name_2``, ``name_3``...
+
+        ``[instances] telemetry = 2`` starts two telemetry loggers, on ``[ports] telemetry``
+        and ``telemetry_2``, and the gateway balances over both: one setting for both.
+        """
+        count = int(self.sections.get("instances", {}).get(name, 1))
+        names = [name] + [f"{name}_{number}" for number in range(2, count + 1)]
+        missing = [n for n in names if n not in self.sections.get("ports", {})]
+        if count < 1 or missing:
+            raise SettingsError(
+                f"{self.source}: [instances] {name} = {count} needs a port for every instance: "
+                f"add [ports] {missing[0] if missing else name} (instances are named {name}, "
+                f"{name}_2, ...)"
+            )
+        return names
+
     def options(self, section: str, cls: type[T], **given: Any) -> T:
         """Build the dataclass ``cls`` from ``[section]``: keys it names, defaults for the rest.
 

@@ -167,18 +167,27 @@ def components(settings: Settings, run_dir: Path) -> list[Component]:
             },
             ready_url=f"http://{host}:{port('servo')}/readyz",
         ),
-        Component(
-            name="telemetry-logger",
-            argv=gunicorn_argv("services.telemetry.app:create_app()"),
-            env={
-                **gunicorn_env("telemetry-logger", settings, "telemetry", "telemetry_logger"),
-                # Each stack keeps its samples in its own run directory.
-                "SERVOSCOPE_TELEMETRY_LOGGER_DATABASE": os.environ.get(
-                    "SERVOSCOPE_TELEMETRY_LOGGER_DATABASE", str(run_dir / "telemetry.sqlite3")
-                ),
-            },
-            ready_url=f"http://{host}:{port('telemetry')}/readyz",
-        ),
+        *[
+            Component(
+                name=instance.replace("telemetry", "telemetry-logger", 1),
+                argv=gunicorn_argv("services.telemetry.app:create_app()"),
+                env={
+                    **gunicorn_env(
+                        instance.replace("telemetry", "telemetry-logger", 1),
+                        settings,
+                        instance,
+                        "telemetry_logger",
+                    ),
+                    # Each stack keeps its samples in its own run directory; its instances
+                    # share that one database file.
+                    "SERVOSCOPE_TELEMETRY_LOGGER_DATABASE": os.environ.get(
+                        "SERVOSCOPE_TELEMETRY_LOGGER_DATABASE", str(run_dir / "telemetry.sqlite3")
+                    ),
+                },
+                ready_url=f"http://{host}:{port(instance)}/readyz",
+            )
+            for instance in settings.instance_ports("telemetry")
+        ],
         Component(
             name="motion-planner",
             argv=gunicorn_argv("services.motion.app:create_app()"),

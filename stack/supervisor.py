@@ -75,10 +75,19 @@ class Supervisor:
     # -- start ---------------------------------------------------------------
 
     def check_ports(self) -> None:
+        ports = self.settings.sections["ports"]
+        # Not started by this stack: Toxiproxy (chaos runs), and instances beyond [instances].
+        unused = {"toxiproxy"} | {
+            name
+            for name in ports
+            if "_" in name
+            and name.rsplit("_", 1)[1].isdigit()
+            and name not in self.settings.instance_ports(name.rsplit("_", 1)[0])
+        }
         busy = [
             (name, port)
-            for name, port in self.settings.sections["ports"].items()
-            if name not in ("toxiproxy",) and port_in_use(self.settings.host, int(port))
+            for name, port in ports.items()
+            if name not in unused and port_in_use(self.settings.host, int(port))
         ]
         if busy:
             listing = ", ".join(f"{name}={port}" for name, port in busy)
