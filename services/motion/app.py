@@ -14,6 +14,7 @@ from services.motion.config import load_config
 from services.motion.moves import MoveManager
 from services.motion.servo_link import ServoLink
 from servoscope.appfactory import create_app as create_base_app
+from servoscope.resilience.breaker import BreakerOptions
 from servoscope.settings import load
 
 SERVICE_NAME = "motion-planner"
@@ -24,8 +25,9 @@ def create_app() -> Flask:
     config = load_config(settings)
     app = create_base_app(SERVICE_NAME, settings=settings)
     app.extensions["motion.config"] = config
+    breaker = BreakerOptions(failures=config.breaker_failures, reset_s=config.breaker_reset_s)
     app.extensions["motion.manager"] = MoveManager(
-        config, ServoLink(config.servo_url, config.setpoint_timeout_s)
+        config, ServoLink(config.servo_url, config.setpoint_timeout_s, breaker)
     )
     app.register_blueprint(routes.blueprint)
     return app

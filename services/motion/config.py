@@ -20,6 +20,8 @@ class MotionConfig:
     history: int = 1000  # finished moves kept for GET /moves/{id}
     default_max_velocity: float = 60.0  # deg/s, when a move names no duration or limits
     default_max_acceleration: float = 240.0  # deg/s²
+    breaker_failures: int = 3  # failed setpoint attempts in a row that open the breaker
+    breaker_reset_s: float = 2.0  # then one probe is let through after this long
 
 
 def load_config(settings: Settings) -> MotionConfig:

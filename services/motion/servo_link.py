@@ -1,19 +1,42 @@
 """The motion planner's one way to the servo controller: read an angle, send a setpoint.
 
-Setpoints carry an ``Idempotency-Key`` (move id + index), so the bounded retry here
-can never apply one twice. Failures surface as :class:`ServoUnavailable` with a
-reason a person can read in ``GET /moves/{id}``.
+The same protections as the gateway's, from :mod:`servoscope.resilience`: a circuit
+breaker (not locked over the call) so a dead servo controller is refused at once
+instead of costing every setpoint its timeouts, a timeout on every attempt, and a
+bounded retry that is safe because each setpoint carries an ``Idempotency-Key``
+(move id + index) and so can never be applied twice. Failures surface as
+:class:`ServoUnavailable` with a reason a person can read in ``GET /moves/{id}``.
 """
 
 from __future__ import annotations
 
 import json
 
+from prometheus_client import Counter, Gauge
 from urllib3.exceptions import HTTPError
 
 from servoscope.outbound import UpstreamClient
+from servoscope.resilience.breaker import (
+    Breaker,
+    BreakerMetrics,
+    BreakerOpen,
+    BreakerOptions,
+)
+from servoscope.resilience.sharedstate import SharedState
 
 ATTEMPTS = 2
+BREAKER = BreakerMetrics(
+    Gauge(
+        "motion_breaker_state",
+        "The motion planner's breaker on the servo controller: 0 closed, 1 open, 2 half-open.",
+        ["upstream", "instance"],
+    ),
+    Counter(
+        "motion_breaker_transitions",
+        "State changes of the motion planner's breaker.",
+        ["upstream", "instance", "from_state", "to_state"],
+    ),
+)
 
 
 class ServoUnavailable(Exception):
@@ -21,13 +44,19 @@ class ServoUnavailable(Exception):
 
 
 class ServoLink:
-    def __init__(self, base_url: str, timeout_s: float) -> None:
+    def __init__(self, base_url: str, timeout_s: float, breaker: BreakerOptions) -> None:
         self.client = UpstreamClient("servo-controller", base_url)
         self.timeout_s = timeout_s
+        instance = base_url.split("://", 1)[-1]
+        self.breaker = Breaker("servo", instance, breaker, SharedState.local(), BREAKER)
 
     def _call(self, method: str, path: str, body: bytes | None, headers: dict[str, str]):
         last = "no attempt made"
         for attempt in range(1, ATTEMPTS + 1):
+            try:
+                self.breaker.admit()
+            except BreakerOpen as refused:
+                raise ServoUnavailable(f"servo controller unavailable: {refused}") from None
             try:
                 reply = self.client.request(
                     method,
@@ -38,8 +67,10 @@ class ServoLink:
                     attempt=attempt,
                 )
             except HTTPError as exc:
+                self.breaker.record(False)
                 last = f"servo controller unreachable: {type(exc).__name__}"
                 continue
+            self.breaker.record(reply.status < 500)  # a 4xx is our request's fault, not its
             if reply.status < 500:
                 if reply.status >= 400:
                     detail = _detail(reply.body)

@@ -109,7 +109,24 @@ def test_servo_killed_mid_move_fails_the_move_and_stops_the_stream(tmp_path) -> 
         time.sleep(0.5)
         assert move_state(stack, move["id"])["setpoints_sent"] == failed["setpoints_sent"]
 
+        # The planner's breaker opens on the dead servo: new moves are refused at once.
+        refusals = [
+            stack.api(
+                "POST", "/api/motion/moves", body=json.dumps({"channel": 0, "target_angle": 50})
+            )
+            for _ in range(3)
+        ]
+        assert [r.status for r in refusals] == [503, 503, 503]
+        assert "circuit breaker open" in refusals[-1].json()["detail"], refusals[-1].json()
+
         (stack.run_dir / "hold" / "servo-controller").unlink()
         wait_for(lambda: answers_ok(stack.url("servo") + "/readyz"), 15, message="servo back")
-        again = start_move(stack, channel=0, target_angle=90, duration_s=0.5)
+        body = json.dumps({"channel": 0, "target_angle": 90, "duration_s": 0.5})
+        again = wait_for(  # the breaker lets a probe through after its reset time
+            lambda: (
+                (r := stack.api("POST", "/api/motion/moves", body=body)).status == 202 and r.json()
+            ),
+            10,
+            message="a new move accepted",
+        )
         wait_for(lambda: move_state(stack, again["id"])["state"] == "done", 5, message="done")
