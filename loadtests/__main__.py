@@ -62,6 +62,7 @@ def run(profile_name: str, host: str | None, results_root: Path, profiles: Path)
         str(out / "locust"),
         "--html",
         str(out / "report.html"),
+        "--csv-full-history",  # per-second history: what the knee benchmark reads
         "--only-summary",
         "--loglevel",
         "WARNING",

@@ -25,8 +25,8 @@ def test_every_shipped_profile_is_valid_and_bounded() -> None:
 
 def test_stages_run_in_order_then_stop() -> None:
     ramp = get_profile("ramp")
-    assert ramp.stage_at(0).users == 10
-    assert ramp.stage_at(45).users == 20
+    assert ramp.stage_at(0).users == 20
+    assert ramp.stage_at(45).users == 160
     assert ramp.stage_at(ramp.duration_s) is None
 
 
