@@ -27,7 +27,7 @@ from pathlib import Path
 
 from bench.report import BenchContext, Section, median
 from servoscope.settings import REPO_ROOT
-from stack.components import TOOLS_BIN
+from stack.components import JAEGER_ARGV, JAEGER_PORTS, jaeger_env
 from stack.ephemeral import DEV_KEY, free_ports, http, wait_for
 
 CONNECTIONS = 32
@@ -172,22 +172,9 @@ def nginx(work: Path, upstream_url: str) -> Iterator[str]:
 
 @contextlib.contextmanager
 def jaeger(work: Path) -> Iterator[int]:
-    names = ["query", "query_grpc", "health", "otlp_grpc", "otlp_http"]
-    ports = dict(zip(names, free_ports(len(names)), strict=True))
-    env = {
-        **os.environ,
-        "JAEGER_HOST": "127.0.0.1",
-        "JAEGER_QUERY_HTTP_PORT": str(ports["query"]),
-        "JAEGER_QUERY_GRPC_PORT": str(ports["query_grpc"]),
-        "JAEGER_HEALTH_PORT": str(ports["health"]),
-        "JAEGER_OTLP_GRPC_PORT": str(ports["otlp_grpc"]),
-        "JAEGER_OTLP_HTTP_PORT": str(ports["otlp_http"]),
-    }
-    argv = [
-        str(TOOLS_BIN / "jaeger"),
-        "--config",
-        str(REPO_ROOT / "observability/jaeger/config.yaml"),
-    ]
+    ports = dict(zip(JAEGER_PORTS, free_ports(len(JAEGER_PORTS)), strict=True))
+    env = {**os.environ, **jaeger_env("127.0.0.1", ports)}
+    argv = JAEGER_ARGV
     health = f"http://127.0.0.1:{ports['health']}/status"
     with process(argv, work / "jaeger.log", health, env=env):
         yield ports["otlp_http"]

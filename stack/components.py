@@ -33,6 +33,26 @@ class Component:
     ready_timeout_s: float = 30.0
 
 
+JAEGER_ARGV = [
+    str(TOOLS_BIN / "jaeger"),
+    "--config",
+    str(REPO_ROOT / "observability" / "jaeger" / "config.yaml"),
+]
+JAEGER_PORTS = ("query", "query_grpc", "health", "otlp_grpc", "otlp_http")
+
+
+def jaeger_env(host: str, ports: dict[str, int]) -> dict[str, str]:
+    """What observability/jaeger/config.yaml reads: its address and ``JAEGER_PORTS``."""
+    return {
+        "JAEGER_HOST": host,
+        "JAEGER_QUERY_HTTP_PORT": str(ports["query"]),
+        "JAEGER_QUERY_GRPC_PORT": str(ports["query_grpc"]),
+        "JAEGER_HEALTH_PORT": str(ports["health"]),
+        "JAEGER_OTLP_GRPC_PORT": str(ports["otlp_grpc"]),
+        "JAEGER_OTLP_HTTP_PORT": str(ports["otlp_http"]),
+    }
+
+
 def gunicorn_argv(app: str) -> list[str]:
     return [sys.executable, "-m", "gunicorn", "-c", "python:servoscope.gunicorn_conf", app]
 
@@ -112,19 +132,17 @@ def components(settings: Settings, run_dir: Path) -> list[Component]:
     listed = [
         Component(
             name="jaeger",
-            argv=[
-                str(TOOLS_BIN / "jaeger"),
-                "--config",
-                str(REPO_ROOT / "observability" / "jaeger" / "config.yaml"),
-            ],
-            env={
-                "JAEGER_HOST": host,
-                "JAEGER_QUERY_HTTP_PORT": str(port("jaeger_ui")),
-                "JAEGER_QUERY_GRPC_PORT": str(port("jaeger_query_grpc")),
-                "JAEGER_HEALTH_PORT": str(port("jaeger_health")),
-                "JAEGER_OTLP_GRPC_PORT": str(port("jaeger_otlp_grpc")),
-                "JAEGER_OTLP_HTTP_PORT": str(port("jaeger_otlp_http")),
-            },
+            argv=JAEGER_ARGV,
+            env=jaeger_env(
+                host,
+                {
+                    "query": port("jaeger_ui"),
+                    "query_grpc": port("jaeger_query_grpc"),
+                    "health": port("jaeger_health"),
+                    "otlp_grpc": port("jaeger_otlp_grpc"),
+                    "otlp_http": port("jaeger_otlp_http"),
+                },
+            ),
             ready_url=f"http://{host}:{port('jaeger_health')}/status",
         ),
         Component(

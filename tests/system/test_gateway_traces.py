@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from servoscope.settings import REPO_ROOT
-from stack.components import TOOLS_BIN
+from stack.components import JAEGER_ARGV, JAEGER_PORTS, jaeger_env
 from stack.ephemeral import free_ports, http, wait_for
 from tests.component.gatewayrig import Gateway, start_gateway, stop
 
@@ -42,24 +42,11 @@ routes:
 
 @pytest.fixture(scope="module")
 def jaeger(tmp_path_factory) -> Iterator[dict[str, int]]:
-    names = ["query", "query_grpc", "health", "otlp_grpc", "otlp_http"]
-    ports = dict(zip(names, free_ports(len(names)), strict=True))
-    env = {
-        **os.environ,
-        "JAEGER_HOST": "127.0.0.1",
-        "JAEGER_QUERY_HTTP_PORT": str(ports["query"]),
-        "JAEGER_QUERY_GRPC_PORT": str(ports["query_grpc"]),
-        "JAEGER_HEALTH_PORT": str(ports["health"]),
-        "JAEGER_OTLP_GRPC_PORT": str(ports["otlp_grpc"]),
-        "JAEGER_OTLP_HTTP_PORT": str(ports["otlp_http"]),
-    }
+    ports = dict(zip(JAEGER_PORTS, free_ports(len(JAEGER_PORTS)), strict=True))
+    env = {**os.environ, **jaeger_env("127.0.0.1", ports)}
     log = (tmp_path_factory.mktemp("jaeger") / "jaeger.log").open("wb")
     process = subprocess.Popen(
-        [
-            str(TOOLS_BIN / "jaeger"),
-            "--config",
-            str(REPO_ROOT / "observability/jaeger/config.yaml"),
-        ],
+        JAEGER_ARGV,
         env=env,
         stdout=log,
         stderr=subprocess.STDOUT,
