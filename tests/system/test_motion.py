@@ -8,7 +8,7 @@ import os
 import signal
 import time
 
-from stack.ephemeral import Stack, answers_ok, ephemeral_stack, wait_for
+from stack.ephemeral import Stack, answers_ok, ephemeral_stack, http, wait_for
 
 
 def start_move(stack: Stack, **body) -> dict:
@@ -130,3 +130,46 @@ def test_servo_killed_mid_move_fails_the_move_and_stops_the_stream(tmp_path) -> 
             message="a new move accepted",
         )
         wait_for(lambda: move_state(stack, again["id"])["state"] == "done", 5, message="done")
+
+
+def test_a_move_is_one_trace_from_the_gateway_to_the_serial_line(stack: Stack) -> None:
+    reply = stack.api(
+        "POST",
+        "/api/motion/moves",
+        body=json.dumps({"channel": 4, "target_angle": 70, "duration_s": 0.3}),
+    )
+    assert reply.status == 202, reply.body
+    trace_id = reply.headers["X-Trace-Id"]
+    wait_for(
+        lambda: move_state(stack, reply.json()["id"])["state"] == "done", 5, message="move done"
+    )
+
+    def spans():
+        got = http("GET", f"{stack.url('jaeger_ui')}/api/traces/{trace_id}")
+        if got.status != 200:
+            return None
+        trace = got.json()["data"][0]
+        names = [s["operationName"] for s in trace["spans"]]
+        return trace if names.count("POST /set-position") >= 15 else None
+
+    trace = wait_for(spans, 15, interval=0.3, message="the move's trace in Jaeger")
+    by_id = {s["spanID"]: s for s in trace["spans"]}
+
+    def service(span):
+        return trace["processes"][span["processID"]]["serviceName"]
+
+    def parent(span):
+        refs = [r["spanID"] for r in span["references"] if r["refType"] == "CHILD_OF"]
+        return by_id.get(refs[0]) if refs else None
+
+    stream = next(s for s in trace["spans"] if s["operationName"] == "stream move")
+    assert service(stream) == "motion-planner"
+    planner = parent(stream)
+    assert (service(planner), planner["operationName"]) == ("motion-planner", "POST /moves")
+    assert service(parent(parent(planner))) == "gateway"  # gateway server -> client -> planner
+    setpoints = [s for s in trace["spans"] if s["operationName"] == "POST /set-position"]
+    for setpoint in setpoints:
+        assert service(setpoint) == "servo-controller"
+        assert parent(parent(setpoint)) is stream  # planner client span, then the stream
+    serial = [s for s in trace["spans"] if s["operationName"].startswith("serial ")]
+    assert serial and all(service(parent(s)) == "servo-controller" for s in serial)
