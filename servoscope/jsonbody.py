@@ -66,6 +66,8 @@ def reject_unknown(body: dict[str, Any], allowed: set[str]) -> None:
 def integer(
     body: dict[str, Any], field: str, *, minimum: int, maximum: int, default: int | None = None
 ) -> int:
+    if field in body and body[field] is None:
+        raise invalid(field, f"{field!r} must be an integer from {minimum} to {maximum}; got null")
     value = body.get(field, default)
     if value is None:
         raise invalid(field, f"{field!r} is required: an integer from {minimum} to {maximum}")
@@ -84,6 +86,8 @@ def number(
     maximum: float,
     default: float | None = None,
 ) -> float:
+    if field in body and body[field] is None:
+        raise invalid(field, f"{field!r} must be a number from {minimum} to {maximum}; got null")
     value = body.get(field, default)
     if value is None:
         raise invalid(field, f"{field!r} is required: a number from {minimum} to {maximum}")

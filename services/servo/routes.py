@@ -16,7 +16,7 @@ from services.servo.device import DeviceTimeout, DeviceUnavailable, GarbledReply
 from services.servo.device_errors import DeviceReportedErrors
 from services.servo.idempotency import HEADER, IdempotencyCache, StoredResponse, check_key
 from services.servo.idempotency import fingerprint as request_fingerprint
-from servoscope.jsonbody import integer, invalid, json_object, number, query_integer, reject_unknown
+from servoscope.jsonbody import integer, json_object, number, query_integer, reject_unknown
 from servoscope.problems import Problem, problem_response
 
 blueprint = Blueprint("servo", __name__)
@@ -129,8 +129,6 @@ def _optional_limit(body: dict, field: str, allowed: tuple[int, int]) -> int | N
     if field not in body:
         return None
     low, high = allowed
-    if body[field] is None:
-        raise invalid(field, f"{field!r} must be an integer from {low} to {high}, or left out")
     return integer(body, field, minimum=low, maximum=high)
 
 

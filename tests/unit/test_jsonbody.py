@@ -57,6 +57,8 @@ def test_a_valid_body_passes(client) -> None:
         ('{"channel": 1, "angle": Infinity}', 400, None, "Infinity"),
         ({"channel": 1}, 422, "angle", "required"),
         ({"channel": 1, "angle": "90"}, 422, "angle", "must be a number; got str"),
+        ({"channel": 1, "angle": None}, 422, "angle", "from 0.0 to 180.0; got null"),
+        ({"channel": None, "angle": 9}, 422, "channel", "from 0 to 5; got null"),
         ({"channel": True, "angle": 9}, 422, "channel", "must be an integer; got bool"),
         ({"channel": 1.5, "angle": 9}, 422, "channel", "must be an integer"),
         ({"channel": 9, "angle": 9}, 422, "channel", "from 0 to 5; got 9"),
