@@ -150,7 +150,9 @@ def test_a_move_is_one_trace_from_the_gateway_to_the_serial_line(stack: Stack) -
             return None
         trace = got.json()["data"][0]
         names = [s["operationName"] for s in trace["spans"]]
-        return trace if names.count("POST /set-position") >= 15 else None
+        # Each process exports in its own batches: wait for the planner's and the servo's.
+        complete = names.count("POST /set-position") >= 15 and "stream move" in names
+        return trace if complete else None
 
     trace = wait_for(spans, 15, interval=0.3, message="the move's trace in Jaeger")
     by_id = {s["spanID"]: s for s in trace["spans"]}
