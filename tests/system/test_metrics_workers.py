@@ -55,9 +55,16 @@ def test_two_gateway_workers_are_each_scraped_once_and_keep_exemplars(tmp_path: 
             "the load did not reach both workers",
             per_worker,
         )
-        upstream = 'http_server_request_duration_seconds_count{job="servo-controller"}'
-        assert prometheus_total(stack, upstream.replace("}", ',http_route="/set-position"}')) == (
-            COMMANDS
+        # The servo controller is another target, scraped on its own schedule: wait for it.
+        upstream = (
+            'http_server_request_duration_seconds_count{job="servo-controller",'
+            'http_route="/set-position"}'
+        )
+        wait_for(
+            lambda: prometheus_total(stack, upstream) == COMMANDS,
+            timeout=20,
+            interval=0.5,
+            message=f"{COMMANDS} commands counted by the servo controller",
         )
 
         selector = (
