@@ -15,7 +15,6 @@ from __future__ import annotations
 import contextlib
 import os
 import re
-import signal
 import socket
 import subprocess
 import sys
@@ -28,7 +27,7 @@ from pathlib import Path
 from bench.report import BenchContext, Section, median
 from servoscope.settings import REPO_ROOT
 from stack.components import JAEGER_ARGV, JAEGER_PORTS, jaeger_env
-from stack.ephemeral import DEV_KEY, free_ports, http, wait_for
+from stack.ephemeral import DEV_KEY, free_ports, http, terminate, wait_for
 
 CONNECTIONS = 32
 WRK_THREADS = 2
@@ -124,13 +123,7 @@ def process(argv: list[str], log: Path, ready_url: str, **kwargs) -> Iterator[su
         wait_for(lambda: proc.poll() is None and _answers(ready_url), timeout=30, message=argv[0])
         yield proc
     finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        terminate(proc, grace_s=10)
 
 
 def base_env() -> dict[str, str]:

@@ -28,7 +28,7 @@ from urllib.parse import urlsplit
 from bench.bench_servo import _latencies, _set_position
 from bench.report import BenchContext, Section, median, percentile
 from servoscope.settings import REPO_ROOT
-from stack.ephemeral import answers_ok, ephemeral_stack, free_ports, wait_for
+from stack.ephemeral import answers_ok, ephemeral_stack, free_ports, terminate, wait_for
 
 INGEST_SECONDS = 3.0
 SENDERS = 2
@@ -111,8 +111,7 @@ def unrelated_logger(work: Path) -> Iterator[str]:
         wait_for(lambda: answers_ok(url + "/healthz"), 20, message="the control logger")
         yield url
     finally:
-        process.terminate()
-        process.wait(10)
+        terminate(process)
 
 
 def p99_under_load(servo: str, logger: str) -> float:

@@ -180,3 +180,14 @@ def ephemeral_stack(run_dir: Path, **overrides: str) -> Iterator[Stack]:
         yield stack
     finally:
         stack.make("down")
+
+
+def terminate(process: subprocess.Popen, grace_s: float = 8.0) -> None:
+    """SIGTERM a process this harness started, SIGKILL it after ``grace_s``; wait for it."""
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout=grace_s)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()

@@ -12,14 +12,13 @@ from pathlib import Path
 
 import pytest
 
-from stack.ephemeral import HttpReply, wait_for
+from stack.ephemeral import HttpReply, terminate, wait_for
 from tests.component.gatewayrig import (
     Upstream,
     gateway_env,
     spawn_gateway,
     start_gateway,
     start_upstream,
-    stop,
 )
 
 pytestmark = pytest.mark.component
@@ -39,7 +38,7 @@ routes:
 def upstream() -> Iterator[Upstream]:
     started = start_upstream("l")
     yield started
-    stop(started.process)
+    terminate(started.process)
 
 
 def test_a_bad_route_table_stops_start_up_naming_the_entry(tmp_path: Path, upstream) -> None:
@@ -50,7 +49,7 @@ def test_a_bad_route_table_stops_start_up_naming_the_entry(tmp_path: Path, upstr
     try:
         assert process.wait(timeout=30) != 0
     finally:
-        stop(process)
+        terminate(process)
     log = log_file.read_text()
     assert "routes.echo.policy.retry.max_attempts: must be a whole number >= 0; got 'many'" in log
     assert str(tmp_path / "routes.yaml") in log
@@ -86,4 +85,4 @@ def test_sighup_reloads_routes_without_dropping_in_flight_requests(
         assert in_flight[0].status == 200  # the old worker finished it
         assert gateway.api("GET", "/t/echo/echo").status == 404
     finally:
-        stop(gateway.process)
+        terminate(gateway.process)

@@ -19,14 +19,13 @@ import pytest
 
 from gateway.routing import load_routes
 from servoscope.settings import load
-from stack.ephemeral import HttpReply, wait_for
+from stack.ephemeral import HttpReply, terminate, wait_for
 from tests.component.gatewayrig import (
     READER_KEY,
     Gateway,
     Upstream,
     start_gateway,
     start_upstream,
-    stop,
     timed,
 )
 
@@ -129,7 +128,7 @@ def upstreams() -> Iterator[dict[str, Upstream]]:
     started = {name: start_upstream(name) for name in "abcde"}
     yield started
     for upstream in started.values():
-        stop(upstream.process)
+        terminate(upstream.process)
 
 
 @pytest.fixture(scope="module")
@@ -137,7 +136,7 @@ def gateway(tmp_path_factory: pytest.TempPathFactory, upstreams) -> Iterator[Gat
     routes = ROUTES.format(**{name: u.url for name, u in upstreams.items()})
     running = start_gateway(tmp_path_factory.mktemp("gateway"), routes)
     yield running
-    stop(running.process)
+    terminate(running.process)
 
 
 def in_parallel(count: int, call) -> list:

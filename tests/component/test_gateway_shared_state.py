@@ -15,7 +15,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from stack.ephemeral import wait_for
+from stack.ephemeral import terminate, wait_for
 from tests.component.gatewayrig import (
     Gateway,
     Redis,
@@ -23,7 +23,6 @@ from tests.component.gatewayrig import (
     start_gateway,
     start_redis,
     start_upstream,
-    stop,
 )
 
 pytestmark = pytest.mark.component
@@ -59,14 +58,14 @@ routes:
 def upstream() -> Iterator[Upstream]:
     started = start_upstream("s")
     yield started
-    stop(started.process)
+    terminate(started.process)
 
 
 @pytest.fixture(scope="module")
 def redis() -> Iterator[Redis]:
     started = start_redis()
     yield started
-    stop(started.process)
+    terminate(started.process)
 
 
 @pytest.fixture(scope="module")
@@ -79,7 +78,7 @@ def replicas(tmp_path_factory, upstream: Upstream, redis: Redis) -> Iterator[lis
     ]
     yield running
     for gateway in running:
-        stop(gateway.process)
+        terminate(gateway.process)
 
 
 def burst(gateway: Gateway, path: str, count: int = CONCURRENT) -> list[int]:
@@ -143,7 +142,7 @@ def test_without_redis_the_gateway_keeps_serving_and_says_so(
 ) -> None:
     gateway = replicas[0]
     assert gateway.metric("gateway_shared_state_up") == 1
-    stop(redis.process)
+    terminate(redis.process)
     try:
 
         def noticed() -> bool:
