@@ -16,8 +16,8 @@ import pytest
 
 from servoscope.settings import REPO_ROOT
 from stack.components import JAEGER_ARGV, JAEGER_PORTS, jaeger_env
-from stack.ephemeral import free_ports, http, wait_for
-from tests.component.gatewayrig import Gateway, start_gateway, stop
+from stack.ephemeral import free_ports, http, terminate, wait_for
+from tests.component.gatewayrig import Gateway, start_gateway
 
 pytestmark = pytest.mark.system
 
@@ -62,7 +62,7 @@ def jaeger(tmp_path_factory) -> Iterator[dict[str, int]]:
 
     wait_for(healthy, timeout=30, message="jaeger")
     yield ports
-    stop(process)
+    terminate(process)
     log.close()
 
 
@@ -95,7 +95,7 @@ def upstream_url(tmp_path_factory, jaeger) -> Iterator[str]:
 
     wait_for(up, timeout=20, message="the traced upstream")
     yield url
-    stop(process)
+    terminate(process)
     log.close()
 
 
@@ -107,7 +107,7 @@ def gateway(tmp_path_factory, jaeger, upstream_url) -> Iterator[Gateway]:
         jaeger_otlp_port=jaeger["otlp_http"],
     )
     yield running
-    stop(running.process)
+    terminate(running.process)
 
 
 class Trace:
