@@ -1,35 +1,45 @@
-"""Background traffic through the gateway, and the probes that judge it.
+"""Background traffic through the gateway during an experiment, and what it saw.
 
-Chaos Toolkit runs Python activities in its own process, so an action can start a
-traffic loop here and later probes can read what it recorded. Each route gets one
-thread sending at a fixed rate; every answer is kept with its time, status and
-latency. Marks (``baseline``, ``fault``, ``heal``) cut the run into windows.
+Chaos Toolkit runs Python activities in one process, so an action can start a
+traffic loop here and later probes can read what it recorded. Each route (named in
+:mod:`chaos.routes`) gets one thread sending at a fixed rate; every answer is kept
+with its time, status, latency and the headers a probe judges (``Retry-After``,
+``Warning``). Marks (``fault``, ``heal``, ...) cut the run into windows.
 
-Loops are bounded: each stops after ``duration_s`` by itself, traffic goes only to
+Commands and telemetry batches are remembered so that, afterwards, a probe can prove
+no command reached the device twice and no accepted sample was lost.
+
+Loops are bounded: each stops after ``duration_s`` by itself; traffic goes only to
 the gateway URL given (the stack's, on loopback).
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import threading
 import time
 import uuid
 from dataclasses import dataclass, field
+from typing import Any
 
 import urllib3
 
-_pool = urllib3.PoolManager(maxsize=16, retries=False)
+from chaos import routes as catalogue
+
+_pool = urllib3.PoolManager(maxsize=32, retries=False)
+KEPT_HEADERS = ("Retry-After", "Warning", "Age")
 
 
 @dataclass(frozen=True)
 class Answer:
     route: str
-    at: float
+    at: float  # time.time() when the request was sent
     status: int  # 0: no answer (connection error or client timeout)
     latency_ms: float
     headers: dict[str, str]
+    problem: str | None  # the problem+json type's last segment, for error answers
 
 
 @dataclass
@@ -38,48 +48,95 @@ class Traffic:
     marks: dict[str, float] = field(default_factory=dict)
     stop: threading.Event = field(default_factory=threading.Event)
     threads: list[threading.Thread] = field(default_factory=list)
+    # One count per kind of body: command angles and sample timestamps never repeat.
+    sequences: dict[str, itertools.count] = field(default_factory=dict)
+    # What reached the gateway, for the after-the-fact checks.
+    commands: list[tuple[float, int]] = field(default_factory=list)  # (angle, status)
+    accepted_ts: list[float] = field(default_factory=list)  # samples answered 202
+    base_ts: float = field(default_factory=lambda: float(int(time.time())))
 
 
 _traffic = Traffic()
 
 
-def _loop(gateway_url: str, api_key: str, route: dict, rate: float, until: float) -> None:
+def current() -> Traffic:
+    return _traffic
+
+
+def _body(route: dict[str, Any]) -> Any:
+    kind = route.get("kind")
+    if kind is None:
+        return None
+    sequence = next(_traffic.sequences.setdefault(kind, itertools.count()))
+    if kind == "command":
+        return catalogue.command_body(sequence)
+    return catalogue.samples_body(_traffic.base_ts, sequence)
+
+
+def _problem(reply: urllib3.BaseHTTPResponse) -> str | None:
+    if reply.status < 400 or "json" not in reply.headers.get("Content-Type", ""):
+        return None
+    try:
+        return str(json.loads(reply.data).get("type", "")).rsplit("/", 1)[-1] or None
+    except (ValueError, AttributeError):
+        return None
+
+
+def send(gateway_url: str, api_key: str, route: dict[str, Any], timeout_s: float = 10.0) -> Answer:
+    """One request of ``route``; its answer is recorded and returned."""
+    body = _body(route)
+    headers = {"Authorization": f"Bearer {api_key}", "User-Agent": "servoscope-chaos"}
+    if body is not None:
+        headers["Content-Type"] = "application/json"
+        headers["Idempotency-Key"] = uuid.uuid4().hex
+    sent_at = time.time()
+    started = time.monotonic()
+    try:
+        reply = _pool.request(
+            route["method"],
+            gateway_url + route["path"],
+            body=None if body is None else json.dumps(body).encode(),
+            headers=headers,
+            timeout=urllib3.Timeout(total=timeout_s),
+        )
+        status = reply.status
+        kept = {name: reply.headers[name] for name in KEPT_HEADERS if name in reply.headers}
+        problem = _problem(reply)
+    except urllib3.exceptions.HTTPError:
+        status, kept, problem = 0, {}, None
+    latency = (time.monotonic() - started) * 1000
+    answer = Answer(route["name"], sent_at, status, latency, kept, problem)
+    _traffic.answers.append(answer)
+    if route.get("kind") == "command":
+        _traffic.commands.append((body["angle"], status))
+    elif route.get("kind") == "samples" and status == 202:
+        _traffic.accepted_ts.extend(sample["ts"] for sample in body)
+    return answer
+
+
+def _loop(gateway_url: str, api_key: str, route: dict[str, Any], rate: float, until: float) -> None:
     period = 1.0 / rate
-    name = route["name"]
     next_at = time.monotonic()
     while not _traffic.stop.is_set() and time.monotonic() < until:
-        headers = {"Authorization": f"Bearer {api_key}", "User-Agent": "servoscope-chaos"}
-        body = None
-        if route.get("body") is not None:
-            headers["Content-Type"] = "application/json"
-            headers["Idempotency-Key"] = uuid.uuid4().hex
-            body = json.dumps(route["body"]).encode()
-        started = time.monotonic()
-        try:
-            reply = _pool.request(
-                route.get("method", "GET"),
-                gateway_url + route["path"],
-                body=body,
-                headers=headers,
-                timeout=urllib3.Timeout(total=route.get("client_timeout_s", 10.0)),
-            )
-            status, reply_headers = reply.status, dict(reply.headers)
-        except urllib3.exceptions.HTTPError:
-            status, reply_headers = 0, {}
-        latency = (time.monotonic() - started) * 1000
-        _traffic.answers.append(Answer(name, time.time(), status, latency, reply_headers))
+        send(gateway_url, api_key, route)
         next_at += period
-        time.sleep(max(0.0, next_at - time.monotonic()))
+        # A slow answer does not make the loop catch up in a burst.
+        next_at = max(next_at, time.monotonic() - period)
+        _traffic.stop.wait(max(0.0, next_at - time.monotonic()))
 
 
 def start_traffic(
-    gateway_url: str, api_key: str, routes: list[dict], rate_per_route: float, duration_s: float
+    gateway_url: str, api_key: str, routes: list[str], rate_per_route: float, duration_s: float
 ) -> int:
-    """Start one sender per route; each stops by itself after ``duration_s``."""
-    global _traffic
-    _traffic = Traffic()
+    """Start one sender per named route; each stops by itself after ``duration_s``.
+
+    What earlier probes sent stays recorded: the command angles keep counting up and
+    their answers count in the after-the-fact checks."""
+    stop_traffic()
+    _traffic.stop = threading.Event()
+    _traffic.threads = []
     until = time.monotonic() + duration_s
-    for route in routes:
+    for route in catalogue.lookup(routes):
         thread = threading.Thread(
             target=_loop,
             args=(gateway_url, api_key, route, rate_per_route, until),
@@ -100,15 +157,16 @@ def mark(label: str, settle_s: float = 0.0) -> float:
 
 
 def stop_traffic() -> int:
+    """Stop every sender (idempotent: a rollback may call it again); answers kept."""
     _traffic.stop.set()
     for thread in _traffic.threads:
         thread.join(timeout=15)
     return len(_traffic.answers)
 
 
-def window(route: str, since: str, until: str | None = None) -> list[Answer]:
-    start = _traffic.marks[since]
-    end = _traffic.marks[until] if until else math.inf
+def window(route: str, since: str | float, until: str | float | None = None) -> list[Answer]:
+    start = _traffic.marks[since] if isinstance(since, str) else since
+    end = math.inf if until is None else _traffic.marks[until] if isinstance(until, str) else until
     return [a for a in list(_traffic.answers) if a.route == route and start <= a.at < end]
 
 
@@ -119,12 +177,13 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, max(0, math.ceil(q / 100 * len(ordered)) - 1))]
 
 
-def figures(route: str, since: str, until: str | None = None) -> dict[str, float]:
-    answers = window(route, since, until)
+def figures(answers: list[Answer]) -> dict[str, float]:
     ok = [a for a in answers if 200 <= a.status < 300]
+    latencies = [a.latency_ms for a in answers]
     return {
         "requests": len(answers),
-        "success_ratio": len(ok) / len(answers) if answers else math.nan,
-        "p95_ms": percentile([a.latency_ms for a in answers], 95),
-        "p99_ms": percentile([a.latency_ms for a in answers], 99),
+        "success_ratio": round(len(ok) / len(answers), 4) if answers else math.nan,
+        "p95_ms": round(percentile(latencies, 95), 2),
+        "p99_ms": round(percentile(latencies, 99), 2),
+        "max_ms": round(max(latencies), 2) if latencies else math.nan,
     }

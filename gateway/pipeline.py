@@ -30,7 +30,7 @@ import urllib3
 from flask import Request, Response
 from opentelemetry import trace
 from opentelemetry.trace import Span
-from urllib3.exceptions import HTTPError, TimeoutError
+from urllib3.exceptions import HTTPError, NewConnectionError, TimeoutError
 
 from gateway import metrics
 from gateway.balancer import Balancer, Member
@@ -191,6 +191,11 @@ class Pipeline:
                     "gateway.breaker.state": member.breaker.machine._state.name,
                 },
             )
+        except NewConnectionError as exc:  # urllib3 makes it a TimeoutError; it is not one
+            self._record(member, ok=False)
+            raise AttemptFailed(
+                502, f"{upstream} could not be reached: {type(exc).__name__}"
+            ) from None
         except TimeoutError:
             self._record(member, ok=False)
             raise AttemptFailed(

@@ -119,6 +119,8 @@ def _coerce(raw: str, like: Any, name: str) -> Any:
             return int(raw)
         if isinstance(like, float):
             return float(raw)
+        if isinstance(like, list):
+            return [item.strip() for item in raw.split(",") if item.strip()]
     except ValueError:
         raise SettingsError(
             f"{name}={raw!r} is not a valid {type(like).__name__}; use a value like {like!r}."

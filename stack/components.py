@@ -6,6 +6,7 @@ other ports is only a matter of environment variables.
 
 from __future__ import annotations
 
+import json
 import os
 import string
 import sys
@@ -94,6 +95,20 @@ def render_prometheus_config(settings: Settings, run_dir: Path) -> Path:
     return target
 
 
+def toxiproxy_config(settings: Settings) -> list[dict[str, object]]:
+    """One proxy per ``[toxiproxy] proxies`` entry: ``name`` listens on ``<name>_proxy``."""
+    host, port = settings.host, settings.port
+    return [
+        {
+            "name": name,
+            "listen": f"{host}:{port(f'{name}_proxy')}",
+            "upstream": f"{host}:{port(name)}",
+            "enabled": True,
+        }
+        for name in settings.sections["toxiproxy"]["proxies"]
+    ]
+
+
 def components(settings: Settings, run_dir: Path) -> list[Component]:
     host = settings.host
     port = settings.port
@@ -105,6 +120,27 @@ def components(settings: Settings, run_dir: Path) -> list[Component]:
 
     def prepare_prometheus() -> None:
         render_prometheus_config(settings, run_dir)
+
+    toxiproxy_file = run_dir / "toxiproxy.json"
+
+    def prepare_toxiproxy() -> None:
+        toxiproxy_file.write_text(json.dumps(toxiproxy_config(settings), indent=2))
+
+    # A real network hop to break on purpose: off unless [toxiproxy] enabled (chaos stacks).
+    toxiproxy = Component(
+        name="toxiproxy",
+        argv=[
+            str(TOOLS_BIN / "toxiproxy-server"),
+            "-host",
+            host,
+            "-port",
+            str(port("toxiproxy")),
+            "-config",
+            str(toxiproxy_file),
+        ],
+        ready_url=f"http://{host}:{port('toxiproxy')}/version",
+        prepare=prepare_toxiproxy,
+    )
 
     simulator = Component(
         name="simulator",
@@ -176,6 +212,7 @@ def components(settings: Settings, run_dir: Path) -> list[Component]:
             ready_port=port("redis"),
         ),
         *([] if real_device else [simulator]),
+        *([toxiproxy] if settings.sections["toxiproxy"]["enabled"] else []),
         Component(
             name="servo-controller",
             argv=gunicorn_argv("services.servo.app:create_app()"),

@@ -30,6 +30,9 @@ Control interface (HTTP/JSON, 127.0.0.1 only; errors are RFC 9457
     line; ``commands_by_name`` counts executed commands by name
     (``{"set_target": 3, "get_position": 120}``), so a test can prove that no
     Set Target reached the device while a poller keeps reading positions.
+``GET /targets/<channel>``
+    ``{"channel", "targets": [qus, ...]}``: every target the channel was set to,
+    oldest first (the last 10,000), so a test can prove no command was applied twice.
 ``GET /faults``
     ``{"faults": {mode: params}}``.
 ``PUT /faults/<mode>`` (optional JSON object body of parameters)
@@ -87,6 +90,7 @@ MIN_CHANNELS = 6
 BITS_PER_BYTE = 10  # start bit + 8 data bits + stop bit
 READ_SIZE = 4096
 MAX_CONTROL_BODY = 64 * 1024
+TARGET_LOG_MAX = 10_000  # per channel
 FAULT_MODES = ("unplug", "stall", "slow", "garble", "error")
 # Names in GET /state's commands_by_name (the servo controller's span names use them too).
 COMMAND_NAMES: dict[type, str] = {
@@ -242,6 +246,8 @@ class _State:
     bytes_received: int = 0
     commands_received: int = 0
     commands_by_name: dict[str, int] = field(default_factory=dict)
+    # Every target each channel was set to, latest last: a command applied twice shows here.
+    targets: dict[int, deque[int]] = field(default_factory=dict)
     outbox: deque[_Reply] = field(default_factory=deque)
 
 
@@ -542,9 +548,11 @@ class Simulator:
         match command:
             case protocol.SetTarget(channel=channel, target=target):
                 bank.set_target(channel, target)
+                self._log_target(channel, target)
             case protocol.SetMultipleTargets(first_channel=first, targets=targets):
                 for index, target in enumerate(targets):
                     bank.set_target(first + index, target)
+                    self._log_target(first + index, target)
             case protocol.SetSpeed(channel=channel, speed=speed):
                 bank.set_speed(channel, speed)
             case protocol.SetAcceleration(channel=channel, acceleration=acceleration):
@@ -561,6 +569,15 @@ class Simulator:
                 self._state.errors = sticky.get("bits", 0) if sticky.get("sticky") else 0
                 return reply
         return b""
+
+    def _log_target(self, channel: int, target: int) -> None:
+        log = self._state.targets.setdefault(channel, deque(maxlen=TARGET_LOG_MAX))
+        log.append(target)
+
+    def targets(self, channel: int) -> list[int]:
+        """The targets ``channel`` was set to (quarter-microseconds), oldest first."""
+        with self._lock:
+            return list(self._state.targets.get(channel, ()))
 
     def _wire_s(self, length: int) -> float:
         """How long a real line at the configured baud takes to carry ``length`` bytes."""
@@ -674,6 +691,8 @@ class _ControlHandler(BaseHTTPRequestHandler):
             return "state", None
         if path == "/faults":
             return "faults", None
+        if path.startswith("/targets/") and path.count("/") == 2:
+            return "targets", path.removeprefix("/targets/")
         if path.startswith("/faults/") and path.count("/") == 2:
             return "fault", path.removeprefix("/faults/")
         return "unknown", None
@@ -689,7 +708,7 @@ class _ControlHandler(BaseHTTPRequestHandler):
         self._problem(
             HTTPStatus.NOT_FOUND,
             "not-found",
-            f"no such resource {self.path}; use /state, /faults or /faults/<mode>",
+            f"no such resource {self.path}; use /state, /targets/<channel>, /faults or /faults/<mode>",
         )
 
     def _read_params(self) -> dict[str, Any] | None:
@@ -734,9 +753,12 @@ class _ControlHandler(BaseHTTPRequestHandler):
         return params
 
     def do_GET(self) -> None:
-        route, _ = self._route()
+        route, name = self._route()
         if route == "state":
             self._ok(self.simulator.snapshot())
+        elif route == "targets" and name is not None and name.isdigit():
+            channel = int(name)
+            self._ok({"channel": channel, "targets": self.simulator.targets(channel)})
         elif route == "faults":
             self._ok({"faults": self.simulator.snapshot()["faults"]})
         elif route == "fault":

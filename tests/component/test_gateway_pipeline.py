@@ -19,7 +19,7 @@ import pytest
 
 from gateway.routing import load_routes
 from servoscope.settings import load
-from stack.ephemeral import HttpReply, terminate, wait_for
+from stack.ephemeral import HttpReply, free_ports, terminate, wait_for
 from tests.component.gatewayrig import (
     READER_KEY,
     Gateway,
@@ -53,6 +53,7 @@ upstreams:
   angle: {{instances: ["{e}"], breaker: {{failures: 2, reset_s: 30.0}}}}
   pair: {{instances: ["{c}", "{d}"], balance: round_robin, breaker: {{failures: 2, reset_s: 30.0}}}}
   p2c: {{instances: ["{c}", "{d}"], balance: least_outstanding}}
+  gone: {{instances: ["{gone}"]}}
   checked:
     instances: ["{c}", "{d}"]
     breaker: {{enabled: false}}
@@ -115,6 +116,11 @@ routes:
     prefix: /t/p2c
     upstream: p2c
     operations: [{{method: GET, path: /echo, scope: read}}]
+  gone:
+    prefix: /t/gone
+    upstream: gone
+    policy: {{retry: {{enabled: false}}}}
+    operations: [{{method: GET, path: /echo, scope: read}}]
   checked:
     prefix: /t/checked
     upstream: checked
@@ -133,7 +139,8 @@ def upstreams() -> Iterator[dict[str, Upstream]]:
 
 @pytest.fixture(scope="module")
 def gateway(tmp_path_factory: pytest.TempPathFactory, upstreams) -> Iterator[Gateway]:
-    routes = ROUTES.format(**{name: u.url for name, u in upstreams.items()})
+    nobody = f"http://127.0.0.1:{free_ports(1)[0]}"  # a port nothing listens on
+    routes = ROUTES.format(gone=nobody, **{name: u.url for name, u in upstreams.items()})
     running = start_gateway(tmp_path_factory.mktemp("gateway"), routes)
     yield running
     terminate(running.process)
@@ -223,6 +230,12 @@ def test_hop_by_hop_headers_are_stripped_both_ways(gateway: Gateway) -> None:
     returned = {k.lower() for k, _ in response.getheaders()}
     assert "x-upstream-name" in returned
     assert not returned & {"x-hop-secret", "keep-alive"}
+
+
+def test_a_refused_connection_is_502_unreachable_not_a_timeout(gateway: Gateway) -> None:
+    problem = assert_problem(gateway.api("GET", "/t/gone/echo"), 502)
+    assert problem["type"].endswith("/upstream-unreachable")
+    assert "could not be reached" in problem["detail"]
 
 
 def test_a_body_over_the_route_limit_is_413(gateway: Gateway) -> None:

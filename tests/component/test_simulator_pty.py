@@ -372,6 +372,17 @@ def test_state_reports_channels_and_counts_every_byte(start_sim):
     assert (channel["speed"], channel["acceleration"]) == (3, 4)
 
 
+def test_targets_lists_every_target_a_channel_was_set_to_in_order(start_sim):
+    sim, port = start_sim(channels=6)
+    port.write(p.encode_set_target(1, 5000) + p.encode_set_target(1, 7000))
+    port.write(p.encode_set_multiple_targets(0, [4000, 5000]) + p.encode_set_target(3, 6400))
+    position(port, 3)  # its reply comes after every command above ran
+    assert http(sim, "GET", "/targets/1")[2] == {"channel": 1, "targets": [5000, 7000, 5000]}
+    assert http(sim, "GET", "/targets/0")[2]["targets"] == [4000]
+    assert http(sim, "GET", "/targets/5")[2] == {"channel": 5, "targets": []}
+    assert http(sim, "GET", "/targets/x")[0] == 404
+
+
 # --- the command line --------------------------------------------------------
 
 

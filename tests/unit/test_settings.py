@@ -22,11 +22,13 @@ def test_environment_overrides_keep_the_files_types() -> None:
             "SERVOSCOPE_PORTS_GATEWAY": "18080",
             "SERVOSCOPE_TELEMETRY_SAMPLING_RATIO": "0.25",
             "SERVOSCOPE_TELEMETRY_ENABLED": "off",
+            "SERVOSCOPE_TOXIPROXY_PROXIES": "servo, telemetry",
         }
     )
     assert settings.port("gateway") == 18080
     assert settings.get("telemetry", "sampling_ratio") == 0.25
     assert settings.get("telemetry", "enabled") is False
+    assert settings.get("toxiproxy", "proxies") == ["servo", "telemetry"]
 
 
 def test_a_bad_override_names_the_variable_and_an_example() -> None:

@@ -1,0 +1,225 @@
+"""Chaos Toolkit probes: the hypotheses, each with its numbers.
+
+Two kinds:
+
+- steady-state probes (``routes_succeed``, ``prometheus_value``, ``commands_applied_twice``,
+  ``samples_lost``) return a number the experiment's hypothesis holds a tolerance against,
+  before the fault and after it;
+- during-fault probes (``isolation``, ``fails_fast``, ``recovery``) judge the background
+  traffic of :mod:`chaos.traffic` and raise :class:`ActivityFailed` with the figures
+  when the hypothesis does not hold, so the journal records a failed activity and its
+  reason; otherwise they return the figures.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+import urllib.parse
+import urllib.request
+from typing import Any
+
+from chaoslib.exceptions import ActivityFailed
+
+from chaos import routes as catalogue
+from chaos import traffic
+
+FAST_FAILURES = ("breaker-open", "bulkhead-full")
+
+
+def _get_json(url: str, timeout: float = 5.0) -> Any:
+    with urllib.request.urlopen(url, timeout=timeout) as reply:
+        return json.loads(reply.read())
+
+
+# --- steady state -------------------------------------------------------------
+
+
+def routes_succeed(
+    gateway_url: str, api_key: str, routes: list[str], requests_per_route: int = 20
+) -> float:
+    """The lowest success ratio over ``routes``, each asked ``requests_per_route`` times."""
+    worst = 1.0
+    for route in catalogue.lookup(routes):
+        answers = [traffic.send(gateway_url, api_key, route) for _ in range(requests_per_route)]
+        worst = min(worst, traffic.figures(answers)["success_ratio"])
+    return worst
+
+
+def prometheus_value(prometheus_url: str, query: str, default: float = math.nan) -> float:
+    """The value of an instant PromQL query that yields one series (``default`` if none)."""
+    url = f"{prometheus_url}/api/v1/query?{urllib.parse.urlencode({'query': query})}"
+    result = _get_json(url)["data"]["result"]
+    if not result:
+        return default
+    return float(result[0]["value"][1])
+
+
+def prometheus_settles(
+    prometheus_url: str, query: str, expected: float, timeout_s: float = 10.0
+) -> float:
+    """``query``'s value once it equals ``expected``, or its last value after
+    ``timeout_s``: a gauge is scraped every 2 s, so it lags what it measures."""
+    deadline = time.monotonic() + timeout_s
+    value = prometheus_value(prometheus_url, query)
+    while value != expected and time.monotonic() < deadline:
+        time.sleep(0.5)
+        value = prometheus_value(prometheus_url, query)
+    return value
+
+
+def await_prometheus(
+    prometheus_url: str, query: str, expected: float, timeout_s: float = 15.0
+) -> float:
+    """Seconds until ``query`` equals ``expected`` (scrapes every 2 s); raises after timeout."""
+    started = time.monotonic()
+    value = math.nan
+    while time.monotonic() - started < timeout_s:
+        value = prometheus_value(prometheus_url, query)
+        if value == expected:
+            return round(time.monotonic() - started, 2)
+        time.sleep(0.5)
+    raise ActivityFailed(f"{query} stayed {value}, not {expected}, for {timeout_s}s")
+
+
+def commands_applied_twice(simulator_url: str) -> int:
+    """Targets the device received more than once on the command channel.
+
+    Every set-position the traffic sends carries a new angle and a new Idempotency-Key,
+    so a repeated target is a command applied twice (a retry that was not deduplicated).
+    """
+    targets = _get_json(f"{simulator_url}/targets/{catalogue.COMMAND_CHANNEL}")["targets"]
+    return len(targets) - len(set(targets))
+
+
+def samples_lost(telemetry_url: str) -> int:
+    """Samples the logger answered 202 for that it no longer has."""
+    accepted = set(traffic.current().accepted_ts)
+    if not accepted:
+        return 0
+    stored: set[float] = set()
+    cursor = "0"
+    while cursor is not None:
+        query = urllib.parse.urlencode(
+            {"channel": catalogue.SAMPLE_CHANNEL, "limit": 1000, "cursor": cursor}
+        )
+        page = _get_json(f"{telemetry_url}/samples?{query}")
+        stored.update(sample["ts"] for sample in page["samples"])
+        cursor = page["next_cursor"]
+    return len(accepted - stored)
+
+
+# --- during the fault -----------------------------------------------------------
+
+
+def _fast_failure(answer: traffic.Answer) -> bool:
+    """An honest fast refusal: 503 + Retry-After from an open breaker or a full
+    bulkhead, or the route's declared fallback (a stale 200 with ``Warning``)."""
+    if answer.status == 503:
+        return answer.problem in FAST_FAILURES and "Retry-After" in answer.headers
+    return 200 <= answer.status < 300 and "Warning" in answer.headers
+
+
+def await_fast_failure(broken: list[str], timeout_s: float = 10.0) -> float | None:
+    """Mark ``open`` once every broken route has failed fast; seconds after ``fault``.
+
+    Without the protection nothing fails fast: the mark is set at the timeout, returns
+    None, and ``fails_fast`` then judges what the routes really did.
+    """
+    fault = traffic.current().marks["fault"]
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if all(any(map(_fast_failure, traffic.window(r, "fault"))) for r in broken):
+            traffic.mark("open")
+            return round(traffic.current().marks["open"] - fault, 2)
+        time.sleep(0.1)
+    traffic.mark("open")
+    return None
+
+
+def isolation(
+    unaffected: list[str],
+    degraded: list[str] | None = None,
+    min_success: float = 0.995,
+    max_p95_ratio: float = 1.5,
+    since: str = "fault",
+) -> dict[str, Any]:
+    """Routes that don't need the broken part keep ``min_success`` and a p95 within
+    ``max_p95_ratio`` x their own p95 before the fault; ``degraded`` routes (which
+    answer without the broken part, e.g. device-state) keep ``min_success`` only."""
+    report: dict[str, Any] = {}
+    broken: list[str] = []
+    for route in [*unaffected, *(degraded or [])]:
+        before = traffic.figures(traffic.window(route, "start", "fault"))
+        during = traffic.figures(traffic.window(route, since))
+        ratio = during["p95_ms"] / before["p95_ms"] if before["p95_ms"] else math.inf
+        report[route] = {"baseline": before, "during": during, "p95_ratio": round(ratio, 2)}
+        if not during["requests"]:
+            broken.append(f"{route}: no answers during the fault")
+        elif during["success_ratio"] < min_success:
+            broken.append(f"{route}: success {during['success_ratio']:.2%} < {min_success:.1%}")
+        elif route in unaffected and ratio > max_p95_ratio:
+            broken.append(
+                f"{route}: p95 {during['p95_ms']} ms = {ratio:.2f} x baseline "
+                f"{before['p95_ms']} ms > {max_p95_ratio}x"
+            )
+    if broken:
+        raise ActivityFailed(f"isolation broken: {'; '.join(broken)} -- {json.dumps(report)}")
+    return report
+
+
+def fails_fast(broken: list[str], deadline_s: float, max_p99_ms: float = 50.0) -> dict[str, Any]:
+    """While the fault lasts, routes that need the broken part answer every request
+    within their deadline, and once the protection engaged (mark ``open``) they
+    refuse fast and honestly: p99 <= ``max_p99_ms``, each answer a 503 with
+    ``Retry-After`` or the declared fallback."""
+    report: dict[str, Any] = {}
+    problems: list[str] = []
+    for route in broken:
+        whole = traffic.window(route, "fault")
+        opened = traffic.window(route, "open")
+        figures = traffic.figures(opened)
+        dishonest = [a for a in opened if not _fast_failure(a)]
+        slowest = max((a.latency_ms for a in whole), default=0.0)
+        statuses = sorted({a.status for a in dishonest})
+        report[route] = {**figures, "dishonest": len(dishonest), "slowest_ms": round(slowest)}
+        if not opened:
+            problems.append(f"{route}: no answers while the fault lasted")
+            continue
+        if slowest > deadline_s * 1000 + 250:
+            problems.append(f"{route}: a request took {slowest:.0f} ms, past its {deadline_s}s")
+        if figures["p99_ms"] > max_p99_ms:
+            problems.append(f"{route}: p99 {figures['p99_ms']} ms > {max_p99_ms} ms")
+        if dishonest:
+            problems.append(
+                f"{route}: {len(dishonest)} of {len(opened)} answers neither 503 + Retry-After "
+                f"nor the fallback (statuses {statuses})"
+            )
+    if problems:
+        raise ActivityFailed(f"no fast failure: {'; '.join(problems)} -- {json.dumps(report)}")
+    return report
+
+
+def recovery(broken: list[str], within_s: float) -> float:
+    """Seconds from ``heal`` until every broken route answered a fresh 2xx again."""
+    heal = traffic.current().marks["heal"]
+    deadline = time.monotonic() + within_s + 1.0
+    recovered: dict[str, float] = {}
+    while time.monotonic() < deadline and len(recovered) < len(broken):
+        for route in broken:
+            if route in recovered:
+                continue
+            for answer in traffic.window(route, "heal"):
+                if 200 <= answer.status < 300 and "Warning" not in answer.headers:
+                    recovered[route] = answer.at + answer.latency_ms / 1000 - heal
+                    break
+        time.sleep(0.1)
+    missing = [route for route in broken if route not in recovered]
+    slowest = max(recovered.values(), default=math.inf)
+    if missing or slowest > within_s:
+        raise ActivityFailed(
+            f"not recovered within {within_s}s: "
+            + ", ".join(f"{r} after {recovered.get(r, math.inf):.1f}s" for r in broken)
+        )
+    return round(slowest, 2)

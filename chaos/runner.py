@@ -1,0 +1,278 @@
+"""Runs the experiments of ``chaos/experiments/``, each on fresh stacks, and judges them.
+
+Every experiment runs twice: with the stack's protection as configured, and as a
+control run with the protection it names switched off (``enabled: false`` in a copy
+of ``gateway/routes.yaml``). The suite passes when every protected run passes and
+every control run fails: that contrast shows it is the protection that isolates the
+fault. Runs are judged from their journals (:mod:`chaos.journal`), never from
+``chaos run``'s exit code.
+
+Results go to ``<results>/``: each run's journal and log, the traces of a rejected
+and a recovered request from Jaeger, and ``summary.md``.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import subprocess
+import sys
+import time
+import urllib.parse
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from chaos.journal import Judgement, judge_file
+from servoscope.settings import REPO_ROOT
+from stack.ephemeral import DEV_KEY, Stack, http, start_stack
+
+EXPERIMENTS_DIR = REPO_ROOT / "chaos" / "experiments"
+ROUTES_FILE = REPO_ROOT / "gateway" / "routes.yaml"
+CHAOS = Path(sys.executable).with_name("chaos")
+RUN_TIMEOUT_S = 180
+
+
+@dataclass
+class Experiment:
+    path: Path
+    title: str
+    fault: str
+    hypothesis: str
+    control: list[str]  # stages switched off in the control run; [] = no control run
+    control_reason: str  # why there is none, when there is none
+    settings: dict[str, str] = field(default_factory=dict)  # SERVOSCOPE_* for its stacks
+    routes: dict[str, Any] = field(default_factory=dict)  # merged into routes.yaml
+
+    @property
+    def name(self) -> str:
+        return self.path.stem
+
+
+@dataclass
+class Outcome:
+    experiment: Experiment
+    protected: bool
+    judgement: Judgement
+    journal: Path
+    recovery_s: float | None
+    seconds: float
+    traces: dict[str, str] = field(default_factory=dict)  # kind -> trace id
+
+
+def load(path: Path) -> Experiment:
+    document = yaml.safe_load(path.read_text())
+    extension = next(
+        (e for e in document.get("extensions", []) if e.get("name") == "servoscope"), {}
+    )
+    return Experiment(
+        path=path,
+        title=document["title"],
+        fault=extension.get("fault", ""),
+        hypothesis=extension.get("hypothesis", ""),
+        control=list(extension.get("control", [])),
+        control_reason=extension.get("control_reason", ""),
+        settings={k: str(v) for k, v in extension.get("settings", {}).items()},
+        routes=extension.get("routes", {}),
+    )
+
+
+def experiments(names: list[str] | None = None) -> list[Experiment]:
+    found = {path.stem: path for path in sorted(EXPERIMENTS_DIR.glob("*.yaml"))}
+    unknown = [name for name in names or [] if name not in found]
+    if unknown:
+        raise SystemExit(f"unknown experiment(s) {unknown}; choose from {sorted(found)}")
+    return [load(found[name]) for name in names or found]
+
+
+def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    merged = copy.deepcopy(base)
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _merge(merged[key], value)
+        else:
+            merged[key] = copy.deepcopy(value)
+    return merged
+
+
+def route_table(experiment: Experiment, protected: bool) -> dict[str, Any]:
+    """routes.yaml with the experiment's changes, and its protection off for a control."""
+    table = _merge(yaml.safe_load(ROUTES_FILE.read_text()), experiment.routes)
+    if not protected:
+        switched_off = {stage: {"enabled": False} for stage in experiment.control}
+        table = _merge(table, {"defaults": switched_off})
+        for section in ("upstreams", "routes"):
+            for entry in table.get(section, {}).values():
+                for scope in (entry, entry.get("policy", {})):
+                    for stage in experiment.control:
+                        if isinstance(scope.get(stage), dict):
+                            scope[stage]["enabled"] = False
+    return table
+
+
+def chaos_env(stack: Stack) -> dict[str, str]:
+    """What the experiments' ``configuration`` reads (``type: env``)."""
+    return {
+        **stack.env,
+        "PYTHONPATH": str(REPO_ROOT),
+        "CHAOS_GATEWAY_URL": stack.url("gateway"),
+        "CHAOS_API_KEY": DEV_KEY,
+        "CHAOS_PROMETHEUS_URL": stack.url("prometheus"),
+        "CHAOS_SIMULATOR_URL": stack.url("simulator_control"),
+        "CHAOS_TELEMETRY_URL": stack.url("telemetry"),
+        "CHAOS_TOXIPROXY_URL": stack.url("toxiproxy"),
+        "CHAOS_SERVO_READY_URL": stack.url("servo") + "/readyz",
+        "CHAOS_TELEMETRY_READY_URL": stack.url("telemetry") + "/readyz",
+        "CHAOS_REDIS_PORT": str(stack.settings.port("redis")),
+        "CHAOS_RUN_DIR": str(stack.run_dir),
+    }
+
+
+def _recovery(journal: Path) -> float | None:
+    data = json.loads(journal.read_text())
+    for activity in data.get("run", []):
+        if activity["activity"].get("name") == "recovery" and activity["status"] == "succeeded":
+            return float(activity["output"])
+    return None
+
+
+def _trace_id(stack: Stack, status: str, since: float) -> str:
+    """The newest gateway trace answered with ``status`` after ``since`` (epoch s)."""
+    query = urllib.parse.urlencode(
+        {
+            "service": "gateway",
+            "tags": json.dumps({"http.response.status_code": status}),
+            "start": int(since * 1_000_000),
+            "limit": 1,
+        }
+    )
+    reply = http("GET", f"{stack.url('jaeger_ui')}/api/traces?{query}")
+    traces = reply.json().get("data") or [] if reply.status == 200 else []
+    return traces[0]["traceID"] if traces else ""
+
+
+def run_one(experiment: Experiment, protected: bool, results: Path) -> Outcome:
+    label = f"{experiment.name}-{'protected' if protected else 'control'}"
+    work = results / label
+    work.mkdir(parents=True, exist_ok=True)
+    routes_file = work / "routes.yaml"
+    routes_file.write_text(yaml.safe_dump(route_table(experiment, protected), sort_keys=False))
+    started = time.time()
+    stack = start_stack(
+        work / "run", SERVOSCOPE_GATEWAY_ROUTES_FILE=str(routes_file), **experiment.settings
+    )
+    journal = results / f"{label}.journal.json"
+    traces: dict[str, str] = {}
+    try:
+        with (results / f"{label}.log").open("w") as log:
+            subprocess.run(
+                [
+                    str(CHAOS),
+                    "--no-log-file",
+                    "run",
+                    "--rollback-strategy",
+                    "always",
+                    "--journal-path",
+                    str(journal),
+                    str(experiment.path),
+                ],
+                cwd=REPO_ROOT,
+                env=chaos_env(stack),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                timeout=RUN_TIMEOUT_S,
+                check=False,
+            )
+        traces = {
+            "rejected": _trace_id(stack, "503", started),
+            "recovered": _trace_id(stack, "200", time.time() - 5),
+        }
+    finally:
+        stack.make("down")
+    judgement = judge_file(journal) if journal.exists() else Judgement(experiment.title)
+    if not journal.exists():
+        judgement.reasons.append(f"no journal written; see {label}.log")
+    return Outcome(
+        experiment,
+        protected,
+        judgement,
+        journal,
+        _recovery(journal) if journal.exists() else None,
+        time.time() - started,
+        traces,
+    )
+
+
+def _cell(outcome: Outcome | None, reason: str = "") -> str:
+    if outcome is None:
+        return f"n/a ({reason})" if reason else "n/a"
+    if outcome.judgement.passed:
+        return "holds"
+    return "broken: " + "; ".join(outcome.judgement.reasons)[:300].replace("|", "/")
+
+
+def summary(outcomes: list[Outcome]) -> str:
+    rows = [
+        "| experiment | fault | hypothesis | with protection | without protection "
+        "| recovery | traces (rejected, recovered) |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    by_name: dict[str, dict[bool, Outcome]] = {}
+    for outcome in outcomes:
+        by_name.setdefault(outcome.experiment.name, {})[outcome.protected] = outcome
+    for name, runs in by_name.items():
+        experiment = (runs.get(True) or runs[False]).experiment
+        protected = runs.get(True)
+        control = runs.get(False)
+        off = ", ".join(experiment.control)
+        recovery = f"{protected.recovery_s:.1f} s" if protected and protected.recovery_s else "-"
+        traces = ", ".join(v or "-" for v in (protected.traces.values() if protected else []))
+        rows.append(
+            f"| {name} | {experiment.fault} | {experiment.hypothesis} | {_cell(protected)} "
+            f"| {_cell(control, experiment.control_reason)}"
+            f"{f' ({off} off)' if control else ''} | {recovery} | {traces or '-'} |"
+        )
+    return "\n".join(rows) + "\n"
+
+
+def verdict(outcomes: list[Outcome]) -> list[str]:
+    """What keeps the suite from passing: a protected run that failed, or a control run
+    that passed (the protection made no difference, so the experiment proves nothing)."""
+    wrong = []
+    for outcome in outcomes:
+        name = outcome.experiment.name
+        if outcome.protected and not outcome.judgement.passed:
+            wrong.append(f"{name}: failed with protection: {'; '.join(outcome.judgement.reasons)}")
+        if not outcome.protected and outcome.judgement.passed:
+            off = ", ".join(outcome.experiment.control)
+            wrong.append(f"{name}: held even with {off} off, so it does not show their effect")
+    return wrong
+
+
+def run_suite(chosen: list[Experiment], results: Path, control: bool = True) -> list[Outcome]:
+    results.mkdir(parents=True, exist_ok=True)
+    outcomes: list[Outcome] = []
+    plan = [
+        (experiment, protected)
+        for experiment in chosen
+        for protected in (True, False)
+        if protected or (control and experiment.control)
+    ]
+    for index, (experiment, protected) in enumerate(plan, 1):
+        mode = "protected" if protected else f"control ({', '.join(experiment.control)} off)"
+        print(f"==> [{index}/{len(plan)}] {experiment.name}, {mode}", flush=True)
+        outcome = run_one(experiment, protected, results)
+        state = "holds" if outcome.judgement.passed else "broken"
+        print(f"    {state} in {outcome.seconds:.0f}s", flush=True)
+        for reason in outcome.judgement.reasons:
+            print(f"    - {reason[:400]}", flush=True)
+        outcomes.append(outcome)
+        (results / "summary.md").write_text(summary(outcomes))
+    return outcomes
+
+
+def default_results() -> Path:
+    return Path(os.environ.get("RESULTS", "results")) / time.strftime("chaos-%Y%m%d-%H%M%S")
