@@ -8,9 +8,12 @@ Following the IETF draft "The Idempotency-Key HTTP Header Field"
   the same key and the same body, which writes nothing to the serial port;
 * the same key with a different body is a 422 problem (the key was reused);
 * the same key while the first request still runs is a 409 problem + Retry-After;
-* 4xx and 5xx answers are not kept: nothing was applied (or it is unknown
-  whether it was), so the client's retry runs again. Targets are absolute, so a
-  second write of the same target is harmless.
+* a failure after the command was written to the serial line (the device timed
+  out, garbled its reply or reported errors: 502/504) is kept and replayed too:
+  the command may have been applied, and a retry must not apply it a second time
+  (the client reads ``/current-angle`` to learn where the servo went);
+* other 4xx and 5xx answers are not kept: nothing was written (bad input, device
+  unplugged, line busy), so the client's retry runs again.
 
 Keys live in this process's memory; the servo controller runs one worker
 process (it owns the serial port), so that is every request it serves.

@@ -82,6 +82,10 @@ def _device_errors(exc: DeviceReportedErrors) -> Response:
     )
 
 
+# Raised after the command was written to the serial line (see the handlers above).
+WRITTEN_OUTCOME_UNKNOWN = (DeviceTimeout, GarbledReply, DeviceReportedErrors)
+
+
 def idempotent(view: Callable[[], Response]) -> Callable[[], Response]:
     """Honour ``Idempotency-Key`` on a command (see :mod:`services.servo.idempotency`)."""
 
@@ -100,10 +104,14 @@ def idempotent(view: Callable[[], Response]) -> Callable[[], Response]:
             return replay
         try:
             response = view()
+        except WRITTEN_OUTCOME_UNKNOWN as exc:
+            # The command went out on the line: it may have been applied, so a retry
+            # gets this answer again rather than a second write.
+            response = current_app.make_response(current_app.handle_user_exception(exc))
         except BaseException:
             cache.abandon(key)
             raise
-        if 200 <= response.status_code < 300:
+        if 200 <= response.status_code < 300 or response.status_code in (502, 504):
             cache.complete(
                 key,
                 StoredResponse(response.status_code, response.get_data(), response.content_type),

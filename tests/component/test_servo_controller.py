@@ -314,6 +314,21 @@ def test_a_failed_keyed_command_is_not_remembered(rig) -> None:
     assert r.writes()["set_target"] == 1
 
 
+def test_a_keyed_command_that_reached_the_wire_is_never_written_twice(rig) -> None:
+    r = rig(timeout_s=0.2)
+    key = {"Idempotency-Key": "slow-reply"}
+    r.sim.set_fault("slow", latency_s=0.5)  # the reply comes after the deadline
+    first = problem(r.set_position(key, channel=0, angle=70), 504)
+    r.sim.clear_fault("slow")
+    wait_for(r.ready, timeout=10, message="ready once the device answers in time")
+    again = r.set_position(key, channel=0, angle=70)
+    assert again.status_code == 504 and again.json == first
+    assert again.headers["Idempotent-Replayed"] == "true"
+    assert r.writes()["set_target"] == 1
+    # Late replies of the slow exchange may still arrive; then the line is clean again.
+    wait_for(lambda: r.set_position(channel=0, angle=70).status_code == 200, timeout=3)
+
+
 # --- faults ------------------------------------------------------------------
 
 
