@@ -25,8 +25,6 @@ from chaoslib.exceptions import ActivityFailed
 from chaos import routes as catalogue
 from chaos import traffic
 
-FAST_FAILURES = ("breaker-open", "bulkhead-full")
-
 
 def _get_json(url: str, timeout: float = 5.0) -> Any:
     with urllib.request.urlopen(url, timeout=timeout) as reply:
@@ -114,25 +112,39 @@ def samples_lost(telemetry_url: str) -> int:
 
 
 def _fast_failure(answer: traffic.Answer) -> bool:
-    """An honest fast refusal: 503 + Retry-After from an open breaker or a full
-    bulkhead, or the route's declared fallback (a stale 200 with ``Warning``)."""
+    """An honest refusal: a 503 with ``Retry-After`` (an open breaker, a full bulkhead,
+    or the servo controller saying its device is unavailable), or a fallback: the
+    gateway's last known answer (``Warning``) or a reading marked ``"stale": true``."""
     if answer.status == 503:
-        return answer.problem in FAST_FAILURES and "Retry-After" in answer.headers
-    return 200 <= answer.status < 300 and "Warning" in answer.headers
+        return "Retry-After" in answer.headers
+    return 200 <= answer.status < 300 and ("Warning" in answer.headers or answer.stale)
 
 
-def await_fast_failure(broken: list[str], timeout_s: float = 10.0) -> float | None:
-    """Mark ``open`` once every broken route has failed fast; seconds after ``fault``.
+def _opened(answer: traffic.Answer) -> bool:
+    """The gateway's breaker refused the call, or the service refused for its device."""
+    if answer.status == 503:
+        return answer.problem in ("breaker-open", "device-unavailable")
+    return _fast_failure(answer)
 
-    Without the protection nothing fails fast: the mark is set at the timeout, returns
-    None, and ``fails_fast`` then judges what the routes really did.
+
+def await_fast_failure(
+    broken: list[str], timeout_s: float = 10.0, drain_s: float = 0.0
+) -> float | None:
+    """Mark ``open`` once the protection engaged on every broken route: the breaker
+    refused, the fallback answered, or the service said its device is unavailable.
+
+    Calls admitted before that may still hold their bulkhead slots until their attempt
+    timeout, so the mark waits ``drain_s`` (the attempt timeout) more. Without the
+    protection nothing engages: the mark is set at the timeout, None is returned, and
+    ``fails_fast`` then judges what the routes really did.
     """
     fault = traffic.current().marks["fault"]
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        if all(any(map(_fast_failure, traffic.window(r, "fault"))) for r in broken):
-            traffic.mark("open")
-            return round(traffic.current().marks["open"] - fault, 2)
+        if all(any(map(_opened, traffic.window(r, "fault"))) for r in broken):
+            engaged = round(time.time() - fault, 2)
+            traffic.mark("open", settle_s=drain_s)
+            return engaged
         time.sleep(0.1)
     traffic.mark("open")
     return None
@@ -169,16 +181,30 @@ def isolation(
     return report
 
 
-def fails_fast(broken: list[str], deadline_s: float, max_p99_ms: float = 50.0) -> dict[str, Any]:
+def fails_fast(
+    broken: list[str],
+    deadline_s: float,
+    max_p99_ms: float = 50.0,
+    breaker_reset_s: float | None = None,
+) -> dict[str, Any]:
     """While the fault lasts, routes that need the broken part answer every request
     within their deadline, and once the protection engaged (mark ``open``) they
     refuse fast and honestly: p99 <= ``max_p99_ms``, each answer a 503 with
-    ``Retry-After`` or the declared fallback."""
+    ``Retry-After`` or a fallback.
+
+    Every ``breaker_reset_s`` the breaker half-opens and lets one request through to
+    learn whether the upstream is back; that probe waits like any call to the sick
+    upstream. Those requests (one per reset period) are not the open breaker's
+    answers and are left out, the slowest first."""
     report: dict[str, Any] = {}
     problems: list[str] = []
     for route in broken:
         whole = traffic.window(route, "fault")
         opened = traffic.window(route, "open")
+        if breaker_reset_s and opened:
+            span_s = opened[-1].at - opened[0].at
+            probes = math.ceil(span_s / breaker_reset_s)
+            opened = sorted(opened, key=lambda a: a.latency_ms)[: len(opened) - probes]
         figures = traffic.figures(opened)
         dishonest = [a for a in opened if not _fast_failure(a)]
         slowest = max((a.latency_ms for a in whole), default=0.0)
@@ -211,7 +237,7 @@ def recovery(broken: list[str], within_s: float) -> float:
             if route in recovered:
                 continue
             for answer in traffic.window(route, "heal"):
-                if 200 <= answer.status < 300 and "Warning" not in answer.headers:
+                if 200 <= answer.status < 300 and not _fast_failure(answer):
                     recovered[route] = answer.at + answer.latency_ms / 1000 - heal
                     break
         time.sleep(0.1)

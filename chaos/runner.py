@@ -42,14 +42,24 @@ class Experiment:
     title: str
     fault: str
     hypothesis: str
-    control: list[str]  # stages switched off in the control run; [] = no control run
-    control_reason: str  # why there is none, when there is none
+    control: list[str]  # gateway stages switched off in the control run
+    control_reason: str  # why there is no control run, when there is none
     settings: dict[str, str] = field(default_factory=dict)  # SERVOSCOPE_* for its stacks
     routes: dict[str, Any] = field(default_factory=dict)  # merged into routes.yaml
+    control_settings: dict[str, str] = field(default_factory=dict)  # protection off elsewhere
+    control_label: str = ""
 
     @property
     def name(self) -> str:
         return self.path.stem
+
+    @property
+    def has_control(self) -> bool:
+        return bool(self.control or self.control_settings)
+
+    @property
+    def switched_off(self) -> str:
+        return self.control_label or f"{', '.join(self.control)} off"
 
 
 @dataclass
@@ -77,6 +87,8 @@ def load(path: Path) -> Experiment:
         control_reason=extension.get("control_reason", ""),
         settings={k: str(v) for k, v in extension.get("settings", {}).items()},
         routes=extension.get("routes", {}),
+        control_settings={k: str(v) for k, v in extension.get("control_settings", {}).items()},
+        control_label=extension.get("control_label", ""),
     )
 
 
@@ -161,9 +173,8 @@ def run_one(experiment: Experiment, protected: bool, results: Path) -> Outcome:
     routes_file = work / "routes.yaml"
     routes_file.write_text(yaml.safe_dump(route_table(experiment, protected), sort_keys=False))
     started = time.time()
-    stack = start_stack(
-        work / "run", SERVOSCOPE_GATEWAY_ROUTES_FILE=str(routes_file), **experiment.settings
-    )
+    settings = {**experiment.settings, **({} if protected else experiment.control_settings)}
+    stack = start_stack(work / "run", SERVOSCOPE_GATEWAY_ROUTES_FILE=str(routes_file), **settings)
     journal = results / f"{label}.journal.json"
     traces: dict[str, str] = {}
     try:
@@ -227,13 +238,12 @@ def summary(outcomes: list[Outcome]) -> str:
         experiment = (runs.get(True) or runs[False]).experiment
         protected = runs.get(True)
         control = runs.get(False)
-        off = ", ".join(experiment.control)
         recovery = f"{protected.recovery_s:.1f} s" if protected and protected.recovery_s else "-"
         traces = ", ".join(v or "-" for v in (protected.traces.values() if protected else []))
         rows.append(
             f"| {name} | {experiment.fault} | {experiment.hypothesis} | {_cell(protected)} "
             f"| {_cell(control, experiment.control_reason)}"
-            f"{f' ({off} off)' if control else ''} | {recovery} | {traces or '-'} |"
+            f"{f' ({experiment.switched_off})' if control else ''} | {recovery} | {traces or '-'} |"
         )
     return "\n".join(rows) + "\n"
 
@@ -247,8 +257,8 @@ def verdict(outcomes: list[Outcome]) -> list[str]:
         if outcome.protected and not outcome.judgement.passed:
             wrong.append(f"{name}: failed with protection: {'; '.join(outcome.judgement.reasons)}")
         if not outcome.protected and outcome.judgement.passed:
-            off = ", ".join(outcome.experiment.control)
-            wrong.append(f"{name}: held even with {off} off, so it does not show their effect")
+            off = outcome.experiment.switched_off
+            wrong.append(f"{name}: held even with {off}, so it does not show the protection")
     return wrong
 
 
@@ -259,10 +269,10 @@ def run_suite(chosen: list[Experiment], results: Path, control: bool = True) -> 
         (experiment, protected)
         for experiment in chosen
         for protected in (True, False)
-        if protected or (control and experiment.control)
+        if protected or (control and experiment.has_control)
     ]
     for index, (experiment, protected) in enumerate(plan, 1):
-        mode = "protected" if protected else f"control ({', '.join(experiment.control)} off)"
+        mode = "protected" if protected else f"control ({experiment.switched_off})"
         print(f"==> [{index}/{len(plan)}] {experiment.name}, {mode}", flush=True)
         outcome = run_one(experiment, protected, results)
         state = "holds" if outcome.judgement.passed else "broken"

@@ -21,6 +21,7 @@ import math
 import threading
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,8 +29,9 @@ import urllib3
 
 from chaos import routes as catalogue
 
-_pool = urllib3.PoolManager(maxsize=32, retries=False)
+_pool = urllib3.PoolManager(maxsize=64, retries=False)
 KEPT_HEADERS = ("Retry-After", "Warning", "Age")
+MAX_IN_FLIGHT = 64  # per route: beyond it, sends queue (each is bounded by its timeout)
 
 
 @dataclass(frozen=True)
@@ -40,6 +42,7 @@ class Answer:
     latency_ms: float
     headers: dict[str, str]
     problem: str | None  # the problem+json type's last segment, for error answers
+    stale: bool  # a 2xx reading marked ``"stale": true`` (a fallback, not a fresh answer)
 
 
 @dataclass
@@ -73,13 +76,19 @@ def _body(route: dict[str, Any]) -> Any:
     return catalogue.samples_body(_traffic.base_ts, sequence)
 
 
-def _problem(reply: urllib3.BaseHTTPResponse) -> str | None:
-    if reply.status < 400 or "json" not in reply.headers.get("Content-Type", ""):
-        return None
+def _read(reply: urllib3.BaseHTTPResponse) -> tuple[str | None, bool]:
+    """(problem type slug, stale flag) of a JSON answer."""
+    if "json" not in reply.headers.get("Content-Type", ""):
+        return None, False
     try:
-        return str(json.loads(reply.data).get("type", "")).rsplit("/", 1)[-1] or None
-    except (ValueError, AttributeError):
-        return None
+        body = json.loads(reply.data)
+    except ValueError:
+        return None, False
+    if not isinstance(body, dict):
+        return None, False
+    if reply.status >= 400:
+        return str(body.get("type", "")).rsplit("/", 1)[-1] or None, False
+    return None, body.get("stale") is True
 
 
 def send(gateway_url: str, api_key: str, route: dict[str, Any], timeout_s: float = 10.0) -> Answer:
@@ -101,11 +110,11 @@ def send(gateway_url: str, api_key: str, route: dict[str, Any], timeout_s: float
         )
         status = reply.status
         kept = {name: reply.headers[name] for name in KEPT_HEADERS if name in reply.headers}
-        problem = _problem(reply)
+        problem, stale = _read(reply)
     except urllib3.exceptions.HTTPError:
-        status, kept, problem = 0, {}, None
+        status, kept, problem, stale = 0, {}, None, False
     latency = (time.monotonic() - started) * 1000
-    answer = Answer(route["name"], sent_at, status, latency, kept, problem)
+    answer = Answer(route["name"], sent_at, status, latency, kept, problem, stale)
     _traffic.answers.append(answer)
     if route.get("kind") == "command":
         _traffic.commands.append((body["angle"], status))
@@ -115,14 +124,15 @@ def send(gateway_url: str, api_key: str, route: dict[str, Any], timeout_s: float
 
 
 def _loop(gateway_url: str, api_key: str, route: dict[str, Any], rate: float, until: float) -> None:
+    """Open loop: requests start on schedule whether or not earlier ones answered, as
+    independent clients would send them, so a slow route does not slow its own load."""
     period = 1.0 / rate
     next_at = time.monotonic()
-    while not _traffic.stop.is_set() and time.monotonic() < until:
-        send(gateway_url, api_key, route)
-        next_at += period
-        # A slow answer does not make the loop catch up in a burst.
-        next_at = max(next_at, time.monotonic() - period)
-        _traffic.stop.wait(max(0.0, next_at - time.monotonic()))
+    with ThreadPoolExecutor(max_workers=MAX_IN_FLIGHT, thread_name_prefix=route["name"]) as pool:
+        while not _traffic.stop.is_set() and time.monotonic() < until:
+            pool.submit(send, gateway_url, api_key, route)
+            next_at += period
+            _traffic.stop.wait(max(0.0, next_at - time.monotonic()))
 
 
 def start_traffic(

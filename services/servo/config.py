@@ -81,7 +81,7 @@ class ServoConfig:
     crc: bool = False
     poll_period_s: float = 0.05
     stale_after_s: float = 0.5
-    fault_after_timeouts: int = 3
+    fault_after_failures: int = 3
     reconnect_min_s: float = 0.1
     reconnect_max_s: float = 2.0
     idempotency_window_s: float = 300.0
@@ -163,7 +163,7 @@ def load_config(settings: Settings) -> ServoConfig:
         crc=bool(servo.get("crc", False)),
         poll_period_s=_positive(settings, "poll_period_s", 0.05),
         stale_after_s=_positive(settings, "stale_after_s", 0.5),
-        fault_after_timeouts=int(servo.get("fault_after_timeouts", 3)),
+        fault_after_failures=int(servo.get("fault_after_failures", 3)),
         reconnect_max_s=_positive(settings, "reconnect_max_s", 2.0),
         idempotency_window_s=_positive(settings, "idempotency_window_s", 300.0),
         channels=channels,

@@ -12,7 +12,8 @@ States::
 * **active**: the only state in which commands reach the wire; the poller reads
   positions, motion and errors every ``poll_period_s`` into a :class:`Snapshot`.
 * **faulted**: the port failed (``SerialException``: unplugged) or the device
-  missed ``fault_after_timeouts`` deadlines in a row (hung). The thread closes the
+  failed ``fault_after_failures`` exchanges in a row (hung: timed out; or
+  garbling: replies that fail their checks). The thread closes the
   port and reconnects with exponential backoff (``reconnect_min_s`` up to
   ``reconnect_max_s``), reopening the configured path, so a repointed symlink or a
   replugged ``/dev/ttyACM0`` is found again. The process never exits for this.
@@ -76,7 +77,7 @@ class ServoDevice:
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self._timeouts_in_a_row = 0
+        self._failures_in_a_row = 0
         self._snapshot: Snapshot | None = None
         self._targets: dict[int, Target] = {}
         self.last_failure: str | None = None
@@ -125,7 +126,7 @@ class ServoDevice:
             if state is DeviceState.ACTIVE:
                 self.connected_since = time.time()
                 self.connects += 1
-                self._timeouts_in_a_row = 0
+                self._failures_in_a_row = 0
             elif previous is DeviceState.ACTIVE:
                 self.connected_since = None
                 self._targets.clear()  # a power-cycled Maestro forgets them
@@ -231,21 +232,22 @@ class ServoDevice:
                 raise
             except DeviceTimeout as exc:
                 metrics.SERIAL_ERRORS.labels("timeout").inc()
-                self._note_timeout(str(exc))
+                self._note_failure(str(exc))
                 raise
             except DeviceUnavailable as exc:
                 metrics.SERIAL_ERRORS.labels("unavailable").inc()
                 self._fault(str(exc))
                 raise
-            except GarbledReply:
+            except GarbledReply as exc:
                 metrics.SERIAL_ERRORS.labels("garbled").inc()
+                self._note_failure(str(exc))
                 raise
             finally:
                 elapsed = time.perf_counter() - started
                 span.set_attribute("serial.latency_ms", round(elapsed * 1000, 3))
                 metrics.observe_exchange(command, elapsed)
             with self._lock:
-                self._timeouts_in_a_row = 0
+                self._failures_in_a_row = 0
             return value
 
     @contextlib.contextmanager
@@ -276,12 +278,13 @@ class ServoDevice:
                 span.set_attribute("error.type", type(exc).__name__)
                 raise
 
-    def _note_timeout(self, reason: str) -> None:
+    def _note_failure(self, reason: str) -> None:
+        """A timed-out or garbled exchange; enough in a row and the device is unusable."""
         with self._lock:
-            self._timeouts_in_a_row += 1
-            hung = self._timeouts_in_a_row >= self.config.fault_after_timeouts
-        if hung:
-            self._fault(f"{self._timeouts_in_a_row} exchanges in a row timed out: {reason}")
+            self._failures_in_a_row += 1
+            unusable = self._failures_in_a_row >= self.config.fault_after_failures
+        if unusable:
+            self._fault(f"{self._failures_in_a_row} exchanges in a row failed: {reason}")
 
     def read_errors(self, reply: bytes) -> int:
         """Decode a Get Errors reply and log it (a decoder for :meth:`exchange`)."""
