@@ -7,7 +7,7 @@ CACHE ?= $(HOME)/.cache/servoscope
 export PYTHONPATH := $(CURDIR)
 
 .DEFAULT_GOAL := help
-.PHONY: help venv tools up down status simulator test lint format lock bench load load-ui previews
+.PHONY: help venv tools up down status simulator test lint format lock bench load load-ui previews chaos
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -66,3 +66,7 @@ load-ui: venv tools ## locust's web UI on 127.0.0.1:$(WEB_PORT) against the loca
 
 previews: venv tools ## PNGs of the Grafana dashboards in docs/dashboards/, drawn from a live stack
 	@$(PY) -m observability.grafana.render_previews
+
+EXPERIMENT ?=
+chaos: venv tools ## the chaos suite on fresh stacks, protected and control runs (EXPERIMENT=servo-hang for one)
+	@$(PY) -m chaos $(EXPERIMENT) --results $(RESULTS)/chaos-$$(date +%Y%m%d-%H%M%S)

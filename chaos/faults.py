@@ -11,6 +11,9 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
+import subprocess
+import sys
 import time
 import urllib.request
 from pathlib import Path
@@ -34,19 +37,33 @@ def kill_process(run_dir: str, name: str) -> int:
     return pid
 
 
-def restart_process(run_dir: str, name: str, ready_url: str, timeout_s: float = 20.0) -> float:
-    """Let the supervisor restart it; returns the seconds until it answered ready."""
+def _ready(ready_url: str | None, ready_port: int | None) -> bool:
+    try:
+        if ready_port is not None:
+            socket.create_connection(("127.0.0.1", ready_port), timeout=1).close()
+            return True
+        with urllib.request.urlopen(ready_url, timeout=1) as reply:
+            return reply.status == 200
+    except OSError:
+        return False
+
+
+def restart_process(
+    run_dir: str,
+    name: str,
+    ready_url: str | None = None,
+    ready_port: int | None = None,
+    timeout_s: float = 20.0,
+) -> float:
+    """Let the supervisor restart it; returns the seconds until it was ready (its
+    ``ready_url`` answered 200, or its ``ready_port`` accepted a connection)."""
     _hold(run_dir, name).unlink(missing_ok=True)
     started = time.monotonic()
     while time.monotonic() - started < timeout_s:
-        try:
-            with urllib.request.urlopen(ready_url, timeout=1) as reply:
-                if reply.status == 200:
-                    return time.monotonic() - started
-        except OSError:
-            pass
+        if _ready(ready_url, ready_port):
+            return round(time.monotonic() - started, 2)
         time.sleep(0.1)
-    raise RuntimeError(f"{name} was not ready at {ready_url} within {timeout_s}s")
+    raise RuntimeError(f"{name} was not ready within {timeout_s}s")
 
 
 def suspend_process(run_dir: str, name: str) -> int:
@@ -94,3 +111,50 @@ def remove_toxics(toxiproxy_url: str, proxy: str) -> None:
     assert isinstance(proxy_state, dict)
     for toxic in proxy_state.get("toxics", []):
         _request("DELETE", f"{toxiproxy_url}/proxies/{proxy}/toxics/{toxic['name']}")
+
+
+# --- a traffic spike ---------------------------------------------------------------
+
+_spike: subprocess.Popen | None = None
+SPIKE_PROFILES = Path(__file__).with_name("spike-profile.yaml")
+
+
+def start_spike(gateway_url: str, api_key: str, run_dir: str) -> int:
+    """A locust run of operators (reads only) under ``api_key``, far above what the
+    stack serves; it stops by itself after the ``chaos-spike`` profile's stages."""
+    global _spike
+    log = (Path(run_dir) / "logs" / "spike-locust.log").open("w")
+    _spike = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "locust",
+            "-f",
+            str(Path(__file__).parent.parent / "loadtests" / "locustfile.py"),
+            "--headless",
+            "--only-summary",
+            "--host",
+            gateway_url,
+            "Operator",
+        ],
+        env={
+            **os.environ,
+            "SERVOSCOPE_API_KEY": api_key,
+            "SERVOSCOPE_LOAD_PROFILE": "chaos-spike",
+            "SERVOSCOPE_LOAD_PROFILES": str(SPIKE_PROFILES),
+        },
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    return _spike.pid
+
+
+def stop_spike() -> int | None:
+    """Wait for the spike to end by itself (or end it); its exit status, None if none ran."""
+    if _spike is None:
+        return None
+    try:
+        return _spike.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        _spike.terminate()
+        return _spike.wait(timeout=10)
