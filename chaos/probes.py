@@ -243,7 +243,7 @@ def fails_fast(
         statuses = sorted({a.status for a in dishonest})
         report[route] = {**figures, "dishonest": len(dishonest), "slowest_ms": round(slowest)}
         if not opened:
-            problems.append(f"{route}: no answers while the fault lasted")
+            problems.append(f"{route}: no requests since the protection engaged")
             continue
         if slowest > deadline_s * 1000 + 250:
             problems.append(f"{route}: a request took {slowest:.0f} ms, past its {deadline_s}s")

@@ -201,6 +201,13 @@ def run_one(experiment: Experiment, protected: bool, results: Path) -> Outcome:
             "rejected": _trace_id(stack, "503", started),
             "recovered": _trace_id(stack, "200", time.time() - 5),
         }
+        # The stack goes away; its two telling traces stay with the journal.
+        kept = {
+            kind: http("GET", f"{stack.url('jaeger_ui')}/api/traces/{trace_id}").json()
+            for kind, trace_id in traces.items()
+            if trace_id
+        }
+        (results / f"{label}.traces.json").write_text(json.dumps(kept, indent=1))
     finally:
         stack.make("down")
     judgement = judge_file(journal) if journal.exists() else Judgement(experiment.title)
@@ -222,7 +229,13 @@ def _cell(outcome: Outcome | None, reason: str = "") -> str:
         return f"n/a ({reason})" if reason else "n/a"
     if outcome.judgement.passed:
         return "holds"
-    return "broken: " + "; ".join(outcome.judgement.reasons)[:300].replace("|", "/")
+    reasons = []
+    for reason in outcome.judgement.reasons:
+        reason = reason.split(" -- ", 1)[0]  # the figures stay in the journal
+        for noise in ("method activity failed: ", "chaoslib.exceptions.ActivityFailed: "):
+            reason = reason.replace(noise, "")
+        reasons.append(reason)
+    return "broken: " + "; ".join(reasons)[:240].replace("|", "/")
 
 
 def summary(outcomes: list[Outcome]) -> str:

@@ -31,6 +31,7 @@ from chaos import routes as catalogue
 
 _pool = urllib3.PoolManager(maxsize=64, retries=False)
 KEPT_HEADERS = ("Retry-After", "Warning", "Age")
+IN_FLIGHT_GRACE_S = 1.0  # a judged window ends this long before now
 MAX_IN_FLIGHT = 64  # per route: beyond it, sends queue (each is bounded by its timeout)
 
 
@@ -48,6 +49,7 @@ class Answer:
 @dataclass
 class Traffic:
     answers: list[Answer] = field(default_factory=list)
+    pending: dict[int, tuple[str, float]] = field(default_factory=dict)  # id -> (route, sent at)
     marks: dict[str, float] = field(default_factory=dict)
     stop: threading.Event = field(default_factory=threading.Event)
     threads: list[threading.Thread] = field(default_factory=list)
@@ -99,6 +101,8 @@ def send(gateway_url: str, api_key: str, route: dict[str, Any], timeout_s: float
         headers["Content-Type"] = "application/json"
         headers["Idempotency-Key"] = uuid.uuid4().hex
     sent_at = time.time()
+    ticket = id(headers)  # unique while this request is in flight
+    _traffic.pending[ticket] = (route["name"], sent_at)
     started = time.monotonic()
     try:
         reply = _pool.request(
@@ -116,6 +120,7 @@ def send(gateway_url: str, api_key: str, route: dict[str, Any], timeout_s: float
     latency = (time.monotonic() - started) * 1000
     answer = Answer(route["name"], sent_at, status, latency, kept, problem, stale)
     _traffic.answers.append(answer)
+    _traffic.pending.pop(ticket, None)
     if route.get("kind") == "command":
         _traffic.commands.append((body["angle"], status))
     elif route.get("kind") == "samples" and status == 202:
@@ -175,9 +180,23 @@ def stop_traffic() -> int:
 
 
 def window(route: str, since: str | float, until: str | float | None = None) -> list[Answer]:
+    """Requests of ``route`` sent between two marks (or times). Up to now, a request
+    still without an answer counts as failed (status 0) with the time it has waited so
+    far, so a hung route cannot look healthy; the last ``IN_FLIGHT_GRACE_S`` are left
+    out, as their answers may still be on their way."""
     start = _traffic.marks[since] if isinstance(since, str) else since
-    end = math.inf if until is None else _traffic.marks[until] if isinstance(until, str) else until
-    return [a for a in list(_traffic.answers) if a.route == route and start <= a.at < end]
+    if until is not None:
+        end = _traffic.marks[until] if isinstance(until, str) else until
+        return [a for a in list(_traffic.answers) if a.route == route and start <= a.at < end]
+    now = time.time()
+    end = now - IN_FLIGHT_GRACE_S
+    answered = [a for a in list(_traffic.answers) if a.route == route and start <= a.at < end]
+    waiting = [
+        Answer(route, at, 0, (now - at) * 1000, {}, None, False)
+        for name, at in list(_traffic.pending.values())
+        if name == route and start <= at < end
+    ]
+    return answered + waiting
 
 
 def percentile(values: list[float], q: float) -> float:

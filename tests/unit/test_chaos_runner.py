@@ -1,0 +1,85 @@
+"""The chaos runner's own logic: experiments load and validate, control runs switch the
+named protection off everywhere, and the suite's verdict needs the contrast."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from chaoslib.experiment import ensure_experiment_is_valid
+from chaoslib.loader import load_experiment
+
+from chaos import runner
+from chaos.journal import Judgement
+
+ALL = runner.experiments()
+
+
+def test_the_suite_covers_the_eight_faults() -> None:
+    assert {e.name for e in ALL} == {
+        "servo-kill",
+        "servo-hang",
+        "servo-unplug",
+        "servo-slow-garble",
+        "network-latency-reset",
+        "telemetry-down",
+        "traffic-spike",
+        "redis-down",
+    }
+
+
+@pytest.mark.parametrize("experiment", ALL, ids=lambda e: e.name)
+def test_each_experiment_is_valid_chaos_toolkit_and_says_what_it_proves(
+    experiment, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    document = load_experiment(str(experiment.path))
+    for entry in document["configuration"].values():
+        if isinstance(entry, dict) and entry.get("type") == "env":
+            monkeypatch.setenv(entry["key"], "set by the runner")  # see runner.chaos_env
+    ensure_experiment_is_valid(document)
+    assert experiment.fault and experiment.hypothesis
+    assert experiment.has_control or experiment.control_reason
+    names = {r.get("name") for r in document["rollbacks"]}
+    assert names, "every experiment undoes its fault in a rollback"
+
+
+def test_a_control_run_switches_the_named_stages_off_wherever_they_are_set() -> None:
+    hang = next(e for e in ALL if e.name == "servo-hang")
+    table = runner.route_table(hang, protected=False)
+    assert table["defaults"]["breaker"]["enabled"] is False
+    assert table["defaults"]["bulkhead"]["enabled"] is False
+    assert table["defaults"]["retry"]["enabled"] is True  # only what the experiment names
+    protected = runner.route_table(hang, protected=True)
+    assert protected["defaults"]["breaker"]["enabled"] is True
+
+
+def test_an_experiments_route_changes_are_merged_key_by_key() -> None:
+    network = next(e for e in ALL if e.name == "network-latency-reset")
+    table = runner.route_table(network, protected=True)
+    assert table["upstreams"]["servo"]["instances"] == ["servo_proxy"]
+    assert table["upstreams"]["servo"]["balance"] == "round_robin"  # kept from routes.yaml
+
+
+def outcome(name: str, protected: bool, passed: bool) -> runner.Outcome:
+    experiment = next(e for e in ALL if e.name == name)
+    judgement = Judgement(experiment.title, [] if passed else ["deviated"])
+    return runner.Outcome(experiment, protected, judgement, Path("j.json"), 1.5, 20.0)
+
+
+def test_the_verdict_needs_protected_runs_to_hold_and_control_runs_to_break() -> None:
+    assert (
+        runner.verdict([outcome("servo-kill", True, True), outcome("servo-kill", False, False)])
+        == []
+    )
+    failed = runner.verdict([outcome("servo-kill", True, False)])
+    assert failed and "failed with protection" in failed[0]
+    proves_nothing = runner.verdict([outcome("servo-kill", False, True)])
+    assert proves_nothing and "breaker off" in proves_nothing[0]
+
+
+def test_the_summary_has_one_row_per_experiment_with_both_runs() -> None:
+    table = runner.summary([outcome("servo-hang", True, True), outcome("servo-hang", False, False)])
+    row = table.splitlines()[2]
+    assert row.startswith("| servo-hang |")
+    assert "| holds |" in row and "broken: deviated (breaker, bulkhead off)" in row
+    assert "1.5 s" in row
