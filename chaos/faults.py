@@ -116,33 +116,28 @@ def remove_toxics(toxiproxy_url: str, proxy: str) -> None:
 # --- a traffic spike ---------------------------------------------------------------
 
 _spike: subprocess.Popen | None = None
-SPIKE_PROFILES = Path(__file__).with_name("spike-profile.yaml")
 
 
-def start_spike(gateway_url: str, api_key: str, run_dir: str) -> int:
-    """A locust run of operators (reads only) under ``api_key``, far above what the
-    stack serves; it stops by itself after the ``chaos-spike`` profile's stages."""
+def start_spike(
+    gateway_url: str, api_key: str, run_dir: str, users: int = 100, duration_s: int = 12
+) -> int:
+    """``users`` locust users (chaos/spike_users.py), one request each per second, under
+    ``api_key``; the run stops by itself after ``duration_s``."""
     global _spike
     log = (Path(run_dir) / "logs" / "spike-locust.log").open("w")
     _spike = subprocess.Popen(
         [
-            sys.executable,
-            "-m",
-            "locust",
-            "-f",
-            str(Path(__file__).parent.parent / "loadtests" / "locustfile.py"),
-            "--headless",
-            "--only-summary",
-            "--host",
-            gateway_url,
-            "Operator",
+            *(
+                sys.executable,
+                "-m",
+                "locust",
+                "-f",
+                str(Path(__file__).with_name("spike_users.py")),
+            ),
+            *("--headless", "--only-summary", "--host", gateway_url),
+            *("-u", str(users), "-r", str(users), "-t", f"{duration_s}s"),
         ],
-        env={
-            **os.environ,
-            "SERVOSCOPE_API_KEY": api_key,
-            "SERVOSCOPE_LOAD_PROFILE": "chaos-spike",
-            "SERVOSCOPE_LOAD_PROFILES": str(SPIKE_PROFILES),
-        },
+        env={**os.environ, "SERVOSCOPE_API_KEY": api_key},
         stdout=log,
         stderr=subprocess.STDOUT,
     )

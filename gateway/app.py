@@ -32,7 +32,9 @@ def shared_state(settings: Settings) -> SharedState:
     """Redis when the gateway runs more than one worker (or is told to), else local state."""
     mode = str(settings.sections.get("gateway", {}).get("shared_state", "auto"))
     workers = int(settings.sections.get("gateway", {}).get("workers", 1))
-    if mode == "redis" or (mode == "auto" and workers > 1):
+    shared = mode == "redis" or (mode == "auto" and workers > 1)
+    metrics.SHARED_STATE_CONFIGURED.set(1 if shared else 0)
+    if shared:
         return SharedState.connect(
             f"redis://{settings.host}:{settings.port('redis')}/0", up_gauge=metrics.SHARED_STATE_UP
         )

@@ -14,12 +14,12 @@ from servoscope.resilience.breaker import BreakerMetrics
 BREAKER_STATE = Gauge(
     "gateway_breaker_state",
     "Circuit breaker state per upstream instance: 0 closed, 1 open, 2 half-open.",
-    ["upstream", "instance"],
+    ["upstream", "upstream_instance"],
 )
 BREAKER_TRANSITIONS = Counter(
     "gateway_breaker_transitions_total",
     "Circuit breaker state changes seen by this worker.",
-    ["upstream", "instance", "from_state", "to_state"],
+    ["upstream", "upstream_instance", "from_state", "to_state"],
 )
 BREAKER = BreakerMetrics(BREAKER_STATE, BREAKER_TRANSITIONS)
 BREAKER_REJECTIONS = Counter(
@@ -68,6 +68,11 @@ SHARED_STATE_UP = Gauge(
     "gateway_shared_state_up",
     "1 when breakers, rate limits and budgets are shared through Redis; 0 on local state.",
     multiprocess_mode="max",
+)
+SHARED_STATE_CONFIGURED = Gauge(
+    "gateway_shared_state_configured",
+    "1 when this worker is configured to share state through Redis; 0 when local by "
+    "configuration (one worker), so a 0 of gateway_shared_state_up there is not an outage.",
 )
 
 RETRY_OUTCOMES = ("retried", "budget_exhausted", "gave_up")

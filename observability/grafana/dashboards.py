@@ -169,12 +169,11 @@ RESILIENCE = Dashboard(
     (
         Panel(
             "Breaker state per upstream instance",
-            "0 closed, 1 open, 2 half-open. The metric's `instance` label (the upstream "
-            "instance) is stored as `exported_instance`, beside the scrape target's own.",
+            "0 closed, 1 open, 2 half-open, per upstream and upstream instance.",
             (
                 Query(
-                    "max by (upstream, exported_instance) (gateway_breaker_state)",
-                    "{{upstream}} {{exported_instance}}",
+                    "max by (upstream, upstream_instance) (gateway_breaker_state)",
+                    "{{upstream}} {{upstream_instance}}",
                 ),
             ),
             kind="state-timeline",
@@ -268,11 +267,18 @@ RESILIENCE = Dashboard(
             unit="reqps",
         ),
         Panel(
-            "Shared state (Redis) reachable",
-            "1 when every gateway worker reaches the breaker and rate-limit state in Redis.",
-            (Query("min(gateway_shared_state_up)", "shared state"),),
+            "Shared state (Redis)",
+            "Where breakers, rate-limit windows and retry budgets live: shared in Redis by "
+            "every worker, local to one worker by configuration, or local because a worker "
+            "lost Redis (a fallback: each worker then decides alone).",
+            (
+                Query(
+                    "min(gateway_shared_state_up) + 2 * (1 - max(gateway_shared_state_configured))",
+                    "shared state",
+                ),
+            ),
             kind="stat",
-            mappings=(("0", "down"), ("1", "up")),
+            mappings=(("0", "Redis lost: local"), ("1", "shared"), ("2", "local by config")),
         ),
     ),
 )

@@ -708,7 +708,8 @@ class _ControlHandler(BaseHTTPRequestHandler):
         self._problem(
             HTTPStatus.NOT_FOUND,
             "not-found",
-            f"no such resource {self.path}; use /state, /targets/<channel>, /faults or /faults/<mode>",
+            f"no such resource {self.path}; "
+            "use /state, /targets/<channel>, /faults or /faults/<mode>",
         )
 
     def _read_params(self) -> dict[str, Any] | None:

@@ -8,12 +8,12 @@ BREAKER = BreakerMetrics(
     Gauge(
         "device_state_breaker_state",
         "Breaker per dependency: 0 closed, 1 open, 2 half-open.",
-        ["upstream", "instance"],
+        ["upstream", "upstream_instance"],
     ),
     Counter(
         "device_state_breaker_transitions",
         "Breaker state changes per dependency.",
-        ["upstream", "instance", "from_state", "to_state"],
+        ["upstream", "upstream_instance", "from_state", "to_state"],
     ),
 )
 SECTIONS_UNAVAILABLE = Counter(
