@@ -15,9 +15,7 @@ from __future__ import annotations
 
 import http.client
 import json
-import os
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -28,7 +26,15 @@ from urllib.parse import urlsplit
 from bench.bench_servo import _latencies, _set_position
 from bench.report import BenchContext, Section, median, percentile
 from servoscope.settings import REPO_ROOT
-from stack.ephemeral import answers_ok, ephemeral_stack, free_ports, terminate, wait_for
+from stack.components import gunicorn_argv
+from stack.ephemeral import (
+    answers_ok,
+    ephemeral_stack,
+    free_ports,
+    standalone_env,
+    terminate,
+    wait_for,
+)
 
 INGEST_SECONDS = 3.0
 SENDERS = 2
@@ -91,16 +97,9 @@ def servo_p99_ms(servo_url: str) -> float:
 def unrelated_logger(work: Path) -> Iterator[str]:
     """A second telemetry logger, outside the stack: load on it is only CPU load."""
     port = free_ports(1)[0]
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SERVOSCOPE_")}
-    env.update(
-        SERVOSCOPE_BIND=f"127.0.0.1:{port}",
-        SERVOSCOPE_TELEMETRY_LOGGER_DATABASE=str(work / "control.sqlite3"),
-        SERVOSCOPE_TELEMETRY_ENABLED="false",
-        PYTHONPATH=str(REPO_ROOT),
-    )
-    argv = [sys.executable, "-m", "gunicorn", "-c", "python:servoscope.gunicorn_conf"]
+    env = standalone_env(port, SERVOSCOPE_TELEMETRY_LOGGER_DATABASE=str(work / "control.sqlite3"))
     process = subprocess.Popen(
-        [*argv, "services.telemetry.app:create_app()"],
+        gunicorn_argv("services.telemetry.app:create_app()"),
         cwd=REPO_ROOT,
         env=env,
         stdout=subprocess.DEVNULL,

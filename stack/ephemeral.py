@@ -136,6 +136,19 @@ def stack_env(run_dir: Path, **overrides: str) -> dict[str, str]:
     return env
 
 
+def standalone_env(port: int, **overrides: str) -> dict[str, str]:
+    """Environment for one service under gunicorn outside any stack (``gunicorn_argv``):
+    bound to ``port`` on loopback, tracing off, no settings inherited from the caller."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SERVOSCOPE_")}
+    env.update(
+        SERVOSCOPE_BIND=f"127.0.0.1:{port}",
+        SERVOSCOPE_TELEMETRY_ENABLED="false",
+        PYTHONPATH=str(REPO_ROOT),
+    )
+    env.update(overrides)
+    return env
+
+
 def start_stack(run_dir: Path, **overrides: str) -> Stack:
     env = stack_env(run_dir, **overrides)
     stack = Stack(load(env), env, run_dir)

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from servoscope.settings import REPO_ROOT
+from stack.components import gunicorn_argv
 from stack.ephemeral import DEV_KEY, HttpReply, free_ports, http, wait_for
 
 
@@ -176,10 +177,9 @@ def gateway_env(
 
 
 def spawn_gateway(env: dict[str, str], log_file: Path) -> subprocess.Popen:
-    argv = [sys.executable, "-m", "gunicorn", "-c", "python:servoscope.gunicorn_conf"]
     with log_file.open("ab") as log:
         return subprocess.Popen(
-            [*argv, "gateway.app:create_app()"],
+            gunicorn_argv("gateway.app:create_app()"),
             cwd=REPO_ROOT,
             env=env,
             stdout=log,

@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from servoscope.settings import REPO_ROOT
+from stack.components import gunicorn_argv
 from stack.ephemeral import answers_ok, free_ports, http, wait_for
 
 pytestmark = [pytest.mark.component, pytest.mark.timeout(60)]
@@ -43,14 +44,7 @@ def processes(tmp_path: Path) -> Iterator[tuple[str, str, subprocess.Popen]]:
         stdout=subprocess.DEVNULL,
     )
     servo = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "gunicorn",
-            "-c",
-            "python:servoscope.gunicorn_conf",
-            "services.servo.app:create_app()",
-        ],
+        gunicorn_argv("services.servo.app:create_app()"),
         cwd=REPO_ROOT,
         env={
             **env,

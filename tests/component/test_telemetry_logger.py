@@ -6,7 +6,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,7 +13,8 @@ from pathlib import Path
 import pytest
 
 from servoscope.settings import REPO_ROOT
-from stack.ephemeral import answers_ok, free_ports, http, wait_for
+from stack.components import gunicorn_argv
+from stack.ephemeral import answers_ok, free_ports, http, standalone_env, wait_for
 
 NOW = time.time()
 
@@ -23,23 +23,13 @@ class Logger:
     def __init__(self, database: Path, **settings: str) -> None:
         self.port = free_ports(1)[0]
         self.url = f"http://127.0.0.1:{self.port}"
-        env = {k: v for k, v in os.environ.items() if not k.startswith("SERVOSCOPE_")}
-        env.update(
-            SERVOSCOPE_BIND=f"127.0.0.1:{self.port}",
+        env = standalone_env(
+            self.port,
             SERVOSCOPE_TELEMETRY_LOGGER_DATABASE=str(database),
-            SERVOSCOPE_TELEMETRY_ENABLED="false",
-            PYTHONPATH=str(REPO_ROOT),
             **{f"SERVOSCOPE_TELEMETRY_LOGGER_{k.upper()}": v for k, v in settings.items()},
         )
         self.process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "gunicorn",
-                "-c",
-                "python:servoscope.gunicorn_conf",
-                "services.telemetry.app:create_app()",
-            ],
+            gunicorn_argv("services.telemetry.app:create_app()"),
             cwd=REPO_ROOT,
             env=env,
             stderr=subprocess.DEVNULL,
