@@ -52,8 +52,7 @@ def create_app() -> Flask:
     table = load_routes(settings.path("gateway", "routes_file"), settings)
     largest_body = max(route.max_body_bytes for route in table.routes)
     app = create_base_app(SERVICE_NAME, settings=settings, max_body_bytes=largest_body)
-    threads = int(settings.sections.get("gateway", {}).get("threads", 16))
-    pipeline = Pipeline(table, shared_state(settings), max_connections=threads)
+    pipeline = Pipeline(table, shared_state(settings))
     metrics.start_at_zero(
         {name: [i.id for i in upstream.instances] for name, upstream in table.upstreams.items()},
         [route.name for route in table.routes],

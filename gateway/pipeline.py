@@ -26,11 +26,9 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-import urllib3
 from flask import Request, Response
 from opentelemetry import trace
 from opentelemetry.trace import Span
-from urllib3.exceptions import HTTPError, TimeoutError
 
 from gateway import metrics
 from gateway.balancer import Balancer, Member
@@ -42,7 +40,7 @@ from gateway.proxy import outbound_headers, returned_headers
 from gateway.ratelimit import RateLimiter
 from gateway.retry import AttemptFailed, RetryPolicy, retryable
 from gateway.routing import Operation, Route, RouteTable
-from servoscope.outbound import Reply
+from servoscope.outbound import Reply, Timeout, UpstreamError, UpstreamTimeout
 from servoscope.problems import Problem
 from servoscope.resilience.breaker import BreakerOpen
 from servoscope.resilience.sharedstate import SharedState
@@ -67,7 +65,7 @@ class Call:
 class Pipeline:
     """Per-process state of every stage (limiter, bulkheads, budgets, balancers)."""
 
-    def __init__(self, table: RouteTable, shared: SharedState, max_connections: int) -> None:
+    def __init__(self, table: RouteTable, shared: SharedState) -> None:
         self.table = table
         self.shared = shared
         self.limiter = RateLimiter(shared)
@@ -75,9 +73,7 @@ class Pipeline:
         self.budgets = {
             n: RetryBudget(n, u.retry_budget, shared) for n, u in table.upstreams.items()
         }
-        self.balancers = {
-            n: Balancer(u, shared, max_connections) for n, u in table.upstreams.items()
-        }
+        self.balancers = {n: Balancer(u, shared) for n, u in table.upstreams.items()}
         self.last_known = LastKnown()
         for balancer in self.balancers.values():
             balancer.start_health_checks()
@@ -167,13 +163,13 @@ class Pipeline:
         member = self._admit(call)  # 6
         options = call.route.attempt_timeout  # 7
         if options.enabled:
-            timeout = urllib3.Timeout(
+            timeout = Timeout(
                 connect=min(options.connect_s, remaining),
                 read=min(options.read_s, remaining),
                 total=remaining,
             )
         else:
-            timeout = urllib3.Timeout(total=remaining)
+            timeout = Timeout(connect=remaining, read=remaining, total=remaining)
         headers = outbound_headers(call.request, call.request_id)
         headers[DEADLINE_HEADER] = call.deadline.header_value()
         member.begin()
@@ -191,16 +187,14 @@ class Pipeline:
                     "gateway.breaker.state": member.breaker.machine._state.name,
                 },
             )
-        except TimeoutError:
+        except UpstreamTimeout:
             self._record(member, ok=False)
             raise AttemptFailed(
                 504, f"{upstream} did not answer within {timeout.total or remaining:.3g}s"
             ) from None
-        except HTTPError as exc:
+        except UpstreamError as exc:
             self._record(member, ok=False)
-            raise AttemptFailed(
-                502, f"{upstream} could not be reached: {type(exc).__name__}"
-            ) from None
+            raise AttemptFailed(502, f"{upstream} could not be reached: {exc}") from None
         finally:
             member.end()
         self._record(member, ok=reply.status < 500)
