@@ -17,6 +17,7 @@ from gateway import admin, metrics, openapi
 from gateway.auth import KeyStore, require_scope
 from gateway.fastpath import ProxyDispatcher
 from gateway.pipeline import Call, Pipeline
+from gateway.proxy import Answer
 from gateway.routing import Operation, Route, load_routes
 from servoscope.appfactory import create_app as create_base_app
 from servoscope.inbound import current_request_id
@@ -87,8 +88,8 @@ def create_app() -> Flask:
     return app
 
 
-def _proxy_view(pipeline: Pipeline, route: Route, op: Operation) -> Callable[..., Response]:
-    def view(**_params: str) -> Response:
+def _proxy_view(pipeline: Pipeline, route: Route, op: Operation) -> Callable[..., Answer]:
+    def view(**_params: str) -> Answer:
         require_scope(g.api_key, op.scope)
         return pipeline.handle(
             Call(

@@ -26,7 +26,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-from flask import Request, Response
+from flask import Request
 from opentelemetry import trace
 from opentelemetry.trace import Span
 
@@ -36,7 +36,7 @@ from gateway.budget import RetryBudget
 from gateway.bulkhead import Bulkhead, BulkheadFull
 from gateway.deadline import DEADLINE_HEADER, Deadline, DeadlineExceeded
 from gateway.fallback import LastKnown
-from gateway.proxy import outbound_headers, returned_headers
+from gateway.proxy import Answer, outbound_headers, returned_headers
 from gateway.ratelimit import RateLimiter
 from gateway.retry import AttemptFailed, RetryPolicy, retryable
 from gateway.routing import Operation, Route, RouteTable
@@ -80,7 +80,7 @@ class Pipeline:
 
     # -- the pipeline, top to bottom ------------------------------------------
 
-    def handle(self, call: Call) -> Response:
+    def handle(self, call: Call) -> Answer:
         route = call.route
         self._rate_limit(call)  # 2: before the body is even read
         self._read_body(call)
@@ -227,14 +227,12 @@ class Pipeline:
 
     # -- answers ----------------------------------------------------------------
 
-    def _answer(self, call: Call, reply: Reply) -> Response:
+    def _answer(self, call: Call, reply: Reply) -> Answer:
         if call.operation.fallback and reply.status == 200:
             self.last_known.remember(call.operation.path, call.path, reply.body)
-        response = Response(reply.body, status=reply.status, headers=returned_headers(reply))
-        response.headers.update(call.headers)
-        return response
+        return Answer.of(reply.status, returned_headers(reply), reply.body, call.headers)
 
-    def _breaker_open(self, call: Call, exc: BreakerOpen) -> Response:
+    def _breaker_open(self, call: Call, exc: BreakerOpen) -> Answer:
         call.span.set_attribute("gateway.breaker.state", exc.state)
         call.span.add_event("gateway.breaker_rejected", {"gateway.breaker.state": exc.state})
         if call.operation.fallback == "last_known":
@@ -244,9 +242,8 @@ class Pipeline:
                 metrics.FALLBACKS.labels(call.route.name).inc()
                 call.span.set_attribute("gateway.fallback", "last_known")
                 call.span.add_event("gateway.fallback_served")
-                response = Response(body, status=200, mimetype="application/json")
-                response.headers.update({**call.headers, **headers})
-                return response
+                json_type = [("Content-Type", "application/json")]
+                return Answer.of(200, json_type, body, {**call.headers, **headers})
         retry_after = str(max(1, math.ceil(exc.retry_after)))
         raise self._problem(
             call,

@@ -21,18 +21,22 @@ from __future__ import annotations
 import collections
 import http.client
 import json
+import select
 import time
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
+from gevent.monkey import get_original
 from opentelemetry import propagate, trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
-from urllib3.util.wait import wait_for_read
 
 from servoscope import metrics
 
 tracer = trace.get_tracer("servoscope.outbound")
+# The kernel's poll even under gevent: gevent's would yield to its loop for a zero-timeout
+# check (measured ~0.2 ms of wall time per call on the gateway's hot path).
+_poll = get_original("select", "poll")
 
 
 class UpstreamError(Exception):
@@ -75,6 +79,15 @@ def one_per_name(*sources: dict[str, str]) -> dict[str, str]:
     return dict(merged.values())
 
 
+def _closed_by_peer(conn: http.client.HTTPConnection) -> bool:
+    """An idle keep-alive connection that is readable was closed by the peer (or is garbage)."""
+    if conn.sock is None:
+        return True
+    poller = _poll()
+    poller.register(conn.sock.fileno(), select.POLLIN)
+    return bool(poller.poll(0))
+
+
 def _headers(pairs: list[tuple[str, str]]) -> dict[str, str]:
     """Answer headers as a dict; a repeated field's values joined as RFC 9110 5.3 allows."""
     headers: dict[str, str] = {}
@@ -103,8 +116,7 @@ class UpstreamClient:
                 conn = self._idle.pop()
             except IndexError:
                 break
-            # Readable while idle means closed by the peer (or garbage): not reusable.
-            if conn.sock is not None and not wait_for_read(conn.sock, timeout=0.0):
+            if not _closed_by_peer(conn):
                 return conn
             conn.close()
         conn = http.client.HTTPConnection(self._host, self._port, timeout=connect_s)
