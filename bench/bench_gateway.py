@@ -445,15 +445,19 @@ NOTES: list[str] = [
     "than the second core gives on a machine that wrk, the upstream and Jaeger already "
     "fill (813 vs 1,037 req/s for 1 worker in one run; 2 workers on local state, not "
     "allowed, 1,080).",
+    "What tracing costs, in process (the gateway's WSGI app called in a loop under "
+    "gevent's patching, min of 4 rounds of 3,000 requests): tracing off ~310 us CPU per "
+    "request; the two spans created, ended and batched but not exported ~420 us; plus "
+    "their OTLP protobuf encoding ~535 us; plus the POST to Jaeger ~535 us. The SDK's "
+    "encoding (~60 us per span of ~10 attributes) is the largest single cost on the hot "
+    "path; the exporter runs in the worker, so it competes with requests for the core.",
     "Why the targets are out of reach here: at 0.5 x nginx the gateway would have to "
     "spend at most ~0.35-0.4 ms CPU per request (the upstream, wrk and Jaeger use the rest "
-    "of the 2 cores), while the reference rows show that the same client and tracing "
-    "with nothing else already take about that. Exploratory floors under gunicorn's gevent "
-    "worker: a WSGI function answering directly ~12,300 req/s; a bare http.client proxy "
-    "~3,200-3,600 (~0.6 x); plus two minimal spans exported ~2,300-2,500 (~0.45 x); the "
-    "same with 2 workers ~2,800-2,900. The gateway's tracing on/off difference (~300 us) "
-    "is larger than the bare proxy's (~170 us): its spans carry ~20 attributes, each "
-    "cleaned, locked and encoded by the SDK.",
+    "of the 2 cores), about what the reference proxy (same client and tracing, nothing "
+    "else) takes. Exploratory floors under gunicorn's gevent worker: a WSGI function "
+    "answering directly ~12,300 req/s; a bare http.client proxy ~3,200-3,600 (~0.6 x); "
+    "plus two minimal spans exported ~2,300-2,500 (~0.45 x); the same with 2 workers "
+    "~2,800-2,900.",
     "Latency: one connection, back to back, p50 direct 0.34 ms vs gateway 1.06 ms (+0.72); "
     "with 20 ms idle between requests 0.89 vs 2.50 ms. On this virtual machine a process "
     "woken from idle runs slowly for a while, and a proxied request wakes two processes "
