@@ -3,7 +3,9 @@
 On one trivial upstream endpoint and at one concurrency, wrk measures requests/s
 direct to the upstream, through nginx (Debian's, keep-alive to the upstream, our own
 process with a generated config), and through the gateway (full pipeline on) with
-tracing on (the stack's default sampling, into a real Jaeger) and off. Then, at half
+tracing on (the stack's default sampling, into a real Jaeger) and off, with the CPU
+its processes spent per request; a reference proxy with the gateway's client and tracing
+and nothing else (bench/bare_proxy.py) shows what this machine allows. Then, at half
 the gateway's own max rate, wrk paced by a Lua ``delay()`` measures p50 direct and
 through the gateway: the difference is what the gateway adds.
 
