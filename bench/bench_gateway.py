@@ -415,7 +415,7 @@ NOTES: list[str] = [
     "process; CPU from /proc). With gthread x 16 threads the worker spent ~1,300 us CPU per "
     "request, of which the app itself ~530 us: the rest was 16 threads handing the GIL "
     "around every socket call and gthread's poller handing each keep-alive connection to "
-    "its pool and back (py-spy: most thread time waiting for the GIL). On gevent, ~700-900 "
+    "its pool and back (py-spy: most thread time waiting for the GIL). On gevent, ~680-920 "
     "us per request with tracing on: the upstream exchange ~22 % (send/recv syscalls, "
     "http.client's header parsing), the two SDK spans ~11 % (each takes gevent's "
     "pure-Python threading.Lock), OTLP protobuf encoding ~11 % (~30 us per span), "
