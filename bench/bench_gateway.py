@@ -3,7 +3,9 @@
 On one trivial upstream endpoint and at one concurrency, wrk measures requests/s
 direct to the upstream, through nginx (Debian's, keep-alive to the upstream, our own
 process with a generated config), and through the gateway (full pipeline on) with
-tracing on (the stack's default sampling, into a real Jaeger) and off. Then, at half
+tracing on (the stack's default sampling, into a real Jaeger) and off, with the CPU
+its processes spent per request; a reference proxy with the gateway's client and tracing
+and nothing else (bench/bare_proxy.py) shows what this machine allows. Then, at half
 the gateway's own max rate, wrk paced by a Lua ``delay()`` measures p50 direct and
 through the gateway: the difference is what the gateway adds.
 
@@ -33,6 +35,7 @@ CONNECTIONS = 32
 WRK_THREADS = 2
 DURATION_S = 6
 PACED_CONNECTIONS = 8
+BARE = "reference: bare proxy on gevent (bench/bare_proxy.py)"
 UPSTREAM_PATH = "/ok"
 ROUTES = """
 defaults:
@@ -77,6 +80,21 @@ class Run:
     rps: float
     p50_ms: float
     p99_ms: float
+    cpu_us: float | None = None  # CPU of the measured proxy's processes per request
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU of ``pid`` and its descendants (a gunicorn master and its workers)."""
+    total, pending = 0.0, [pid]
+    tick = os.sysconf("SC_CLK_TCK")
+    while pending:
+        current = pending.pop()
+        with contextlib.suppress(OSError):
+            fields = Path(f"/proc/{current}/stat").read_text().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / tick
+            for task in Path(f"/proc/{current}/task").iterdir():
+                pending += [int(c) for c in (task / "children").read_text().split()]
+    return total
 
 
 def _ms(value: str, unit: str) -> float:
@@ -208,9 +226,9 @@ def gateway(
     otlp_port: int | None,
     workers: int = 1,
     threads: int = 16,
-    extra: tuple[str, ...] = (),
+    worker_class: str | None = None,
     redis_port: int | None = None,
-) -> Iterator[str]:
+) -> Iterator[tuple[str, int]]:
     (port,) = free_ports(1)
     routes = work / "routes.yaml"
     routes.write_text(textwrap.dedent(ROUTES.format(url=upstream_url)))
@@ -226,20 +244,51 @@ def gateway(
         SERVOSCOPE_PORTS_JAEGER_OTLP_HTTP=str(otlp_port or 0),
     )
     env["SERVOSCOPE_GATEWAY_THREADS"] = str(threads)
-    argv = [*gunicorn("gateway.app:create_app()", port, env, workers, threads), *extra]
+    argv = gunicorn("gateway.app:create_app()", port, env, workers, threads)
+    if worker_class is not None:  # else servoscope.toml's, as on the stack
+        argv += ["-k", worker_class]
     url = f"http://127.0.0.1:{port}"
     log = work / f"gateway-{port}.log"
-    with process(argv, log, url + "/healthz", cwd=REPO_ROOT, env=env):
-        yield url + "/bench"
+    with process(argv, log, url + "/healthz", cwd=REPO_ROOT, env=env) as proc:
+        yield url + "/bench", proc.pid
 
 
-def best_of(ctx: BenchContext, url: str) -> Run:
+@contextlib.contextmanager
+def bare_proxy(
+    work: Path, upstream_url: str, *, otlp_port: int | None
+) -> Iterator[tuple[str, int]]:
+    """bench/bare_proxy.py under gunicorn's gevent worker, like the gateway."""
+    (port,) = free_ports(1)
+    env = base_env()
+    env.update(
+        SERVOSCOPE_SERVICE="bare-proxy",
+        BARE_PROXY_UPSTREAM=upstream_url,
+        SERVOSCOPE_TELEMETRY_ENABLED="true" if otlp_port else "false",
+        SERVOSCOPE_PORTS_JAEGER_OTLP_HTTP=str(otlp_port or 0),
+    )
+    argv = [*gunicorn("bench.bare_proxy:app", port, env, 1, 1), "-k", "gevent"]
+    url = f"http://127.0.0.1:{port}"
+    with process(
+        argv, work / "bare-proxy.log", url + UPSTREAM_PATH, cwd=REPO_ROOT, env=env
+    ) as proc:
+        yield url, proc.pid
+
+
+def best_of(ctx: BenchContext, url: str, pid: int | None = None) -> Run:
     wrk(url, connections=CONNECTIONS, duration=2)  # warm up pools and caches
-    runs = [wrk(url, connections=CONNECTIONS, duration=DURATION_S) for _ in range(ctx.repeats)]
+    runs = []
+    for _ in range(ctx.repeats):
+        before = cpu_seconds(pid) if pid else 0.0
+        run = wrk(url, connections=CONNECTIONS, duration=DURATION_S)
+        if pid:
+            run.cpu_us = (cpu_seconds(pid) - before) * 1e6 / (run.rps * DURATION_S)
+        runs.append(run)
+    cpu = [r.cpu_us for r in runs if r.cpu_us is not None]
     return Run(
         median([r.rps for r in runs]),
         median([r.p50_ms for r in runs]),
         median([r.p99_ms for r in runs]),
+        median(cpu) if cpu else None,
     )
 
 
@@ -256,13 +305,16 @@ def run(ctx: BenchContext) -> Section:
         with nginx(work, upstream_url) as nginx_url:
             ctx.say("gateway bench: nginx")
             results["nginx"] = best_of(ctx, nginx_url + UPSTREAM_PATH)
-        with gateway(work, upstream_url, otlp_port=None) as gateway_url:
+        with bare_proxy(work, upstream_url, otlp_port=None) as (bare, pid):
+            ctx.say("gateway bench: bare proxy, tracing off")
+            results[BARE + ", tracing off"] = best_of(ctx, bare + UPSTREAM_PATH, pid)
+        with gateway(work, upstream_url, otlp_port=None) as (gw, pid):
             ctx.say("gateway bench: gateway, tracing off")
-            results["gateway, tracing off"] = best_of(ctx, gateway_url + UPSTREAM_PATH)
+            results["gateway, tracing off"] = best_of(ctx, gw + UPSTREAM_PATH, pid)
         with jaeger(work) as otlp:
-            with gateway(work, upstream_url, otlp_port=otlp) as gw:
+            with gateway(work, upstream_url, otlp_port=otlp) as (gw, pid):
                 ctx.say("gateway bench: gateway, tracing on")
-                results[traced] = best_of(ctx, gw + UPSTREAM_PATH)
+                results[traced] = best_of(ctx, gw + UPSTREAM_PATH, pid)
                 rate = results[traced].rps / 2
                 script = paced_script(work, rate, PACED_CONNECTIONS)
                 ctx.say(f"gateway bench: paced at {rate:.0f}/s")
@@ -276,21 +328,34 @@ def run(ctx: BenchContext) -> Section:
                         median([r.p50_ms for r in runs]),
                         median([r.p99_ms for r in runs]),
                     )
-            variant = "gateway, tracing on, gevent worker (1 x 16 greenlets)"
-            with gateway(work, upstream_url, otlp_port=otlp, extra=("-k", "gevent")) as gw:
+            with bare_proxy(work, upstream_url, otlp_port=otlp) as (bare, pid):
+                ctx.say("gateway bench: bare proxy, tracing on")
+                results[BARE + ", tracing on"] = best_of(ctx, bare + UPSTREAM_PATH, pid)
+            variant = "gateway, tracing on, gthread worker (1 x 16 threads; the former default)"
+            with gateway(work, upstream_url, otlp_port=otlp, worker_class="gthread") as (gw, pid):
                 ctx.say(f"gateway bench: {variant}")
-                results[variant] = best_of(ctx, gw + UPSTREAM_PATH)
-            variant = "gateway, tracing on, 2 gthread workers, state shared in Redis"
+                results[variant] = best_of(ctx, gw + UPSTREAM_PATH, pid)
+            variant = "gateway, tracing on, 2 gevent workers, state shared in Redis"
             with (
                 redis(work) as redis_port,
-                gateway(work, upstream_url, otlp_port=otlp, workers=2, redis_port=redis_port) as gw,
+                gateway(work, upstream_url, otlp_port=otlp, workers=2, redis_port=redis_port) as (
+                    gw,
+                    pid,
+                ),
             ):
                 ctx.say(f"gateway bench: {variant}")
-                results[variant] = best_of(ctx, gw + UPSTREAM_PATH)
+                results[variant] = best_of(ctx, gw + UPSTREAM_PATH, pid)
     nginx_rps = results["nginx"].rps
     rows: list[list[object]] = [
-        [name, f"{r.rps:,.0f}", f"{r.rps / nginx_rps:.2f}", f"{r.p50_ms:.2f}", f"{r.p99_ms:.2f}"]
-        for name, r in results.items()
+        [
+            name,
+            f"{r.rps:,.0f}",
+            f"{r.rps / nginx_rps:.2f}",
+            f"{r.p50_ms:.2f}",
+            f"{r.p99_ms:.2f}",
+            "" if r.cpu_us is None else f"{r.cpu_us:,.0f}",
+        ]
+        for name, r in sorted(results.items(), key=lambda item: item[0].startswith(BARE))
     ]
     added = paced[traced].p50_ms - paced["direct"].p50_ms
     rows.append(
@@ -300,12 +365,20 @@ def run(ctx: BenchContext) -> Section:
             "",
             f"{paced['direct'].p50_ms:.2f} vs {paced[traced].p50_ms:.2f} (+{added:.2f})",
             f"{paced['direct'].p99_ms:.2f} vs {paced[traced].p99_ms:.2f}",
+            "",
         ]
     )
     ratio = results[traced].rps / nginx_rps
     return Section(
         title="Gateway: throughput against nginx, latency added",
-        headers=["path to the trivial upstream", "req/s", "x nginx", "p50 ms", "p99 ms"],
+        headers=[
+            "path to the trivial upstream",
+            "req/s",
+            "x nginx",
+            "p50 ms",
+            "p99 ms",
+            "gateway CPU us/req",
+        ],
         rows=rows,
         notes=[
             f"wrk -t{WRK_THREADS} -c{CONNECTIONS} -d{DURATION_S}s, median of {ctx.repeats} runs "
@@ -313,13 +386,19 @@ def run(ctx: BenchContext) -> Section:
             f"this machine's {os.cpu_count()} cores.",
             "Upstream: a bare WSGI function answering 12 bytes of JSON under gunicorn "
             "(gthread, 1 worker, 8 threads). nginx: 1 worker, keep-alive pool of 64 to it.",
-            "Gateway rows: the stack's configuration (gunicorn gthread, 1 worker x 16 threads, "
-            "local state) unless the row says otherwise, with the full pipeline on (auth, rate "
-            "limit, deadline, bulkhead, retry with budget, breaker, attempt timeout) and the "
-            "JSON access log; tracing on = every request sampled (the stack's ratio 1.0) and "
+            "Gateway rows: the stack's configuration (gunicorn's gevent worker, 1 worker, local "
+            "state) unless the row says otherwise, with the full pipeline on (auth, rate "
+            "limit, deadline, bulkhead, retry with budget, breaker, attempt timeout), the "
+            "RED histogram with exemplars and the JSON access log on every request; tracing "
+            "on = every request sampled (the stack's ratio 1.0: a server and a client span) and "
             "exported to a real Jaeger.",
-            f"Targets: tracing on >= 0.5 x nginx: measured {ratio:.2f}, NOT met; <= 1 ms added "
-            f"at p50 at half the gateway's max rate: measured {added:+.2f} ms.",
+            "CPU us/req: user + system CPU of the proxy's processes (gunicorn master and "
+            "workers, from /proc) over the measured runs, divided by the requests they served; "
+            "unlike req/s it barely moves when other work shares the machine.",
+            f"Targets: tracing on >= 0.5 x nginx: measured {ratio:.2f}, "
+            f"{'met' if ratio >= 0.5 else 'NOT met'}; <= 1 ms added at p50 at half the "
+            f"gateway's max rate: measured {added:+.2f} ms, "
+            f"{'met' if added <= 1.0 else 'NOT met'}.",
             "Paced rows: wrk with a Lua delay() per request over "
             f"{PACED_CONNECTIONS} connections (wrk2 is not packaged), so the rate is approximate "
             "and closed-loop per connection.",
@@ -328,24 +407,64 @@ def run(ctx: BenchContext) -> Section:
     )
 
 
-# What was tried on the way to the figures above (see docs/gateway.md).
+# What was tried on the way to the figures above (see docs/gateway.md). Figures in
+# these notes come from side-by-side runs in one process tree (interleaved, 3-5 runs,
+# median); the machine was shared with other work, so req/s moved by +-20 % run to run.
 NOTES: list[str] = [
-    "Where the time goes (py-spy on the worker under wrk, cProfile and process_time in "
-    "process): ~0.53 ms CPU per proxied request in the WSGI app before gunicorn's own "
-    "parsing (urllib3's call alone: ~0.15 ms; the JSON access log: ~0.13 ms; the rest spread "
-    "thin over Flask/werkzeug objects, spans, metrics and the pipeline, whose own code is "
-    "<1 % of samples). With 16 threads py-spy shows most wall time waiting for the GIL around "
-    "socket calls and the log handler's lock.",
-    "Tried and kept: fixed-path operations served beside Flask's dispatch "
-    "(gateway/fastpath.py; in-process CPU ~500 -> ~390 us per request); a local token "
-    "bucket instead of limits' memory storage (which starts a "
-    "timer thread every 10 ms; its moving window is O(window) per hit); tenacity entered only "
-    "after a failed first attempt; two Redis round trips fewer per request in the breaker.",
-    "Tried, not adopted (exploratory single runs, tracing off; the machine is shared with "
-    "other work, so single runs vary by about +-30 %): gthread x 4 threads ~700-940 req/s "
-    "vs x 16 ~800-1,100; gevent x 16 greenlets ~800-1,200; sys.setswitchinterval(0.5 ms) "
-    "~1,000-1,370; 2 workers with local state ~1,600, but with Redis-shared state (what more "
-    "than one worker needs) the round trips eat the second core's gain (row above).",
+    "Where the time goes (py-spy on the worker under wrk; cProfile and process_time in "
+    "process; CPU from /proc). With gthread x 16 threads the worker spent ~1,300 us CPU per "
+    "request, of which the app itself ~530 us: the rest was 16 threads handing the GIL "
+    "around every socket call and gthread's poller handing each keep-alive connection to "
+    "its pool and back (py-spy: most thread time waiting for the GIL). On gevent, ~680-920 "
+    "us per request with tracing on: the upstream exchange ~22 % (send/recv syscalls, "
+    "http.client's header parsing), the two SDK spans ~11 % (each takes gevent's "
+    "pure-Python threading.Lock), OTLP protobuf encoding ~11 % (~30 us per span), "
+    "gunicorn's parsing and writing ~15 %, the JSON access log ~8 %, the pipeline's stages, "
+    "metrics and werkzeug's request object the rest, each a few %.",
+    "Kept, worker model: gunicorn's gevent worker instead of gthread x 16: tracing on, "
+    "1,263 vs 690 req/s and 761 vs 1,317 us CPU per request (5 interleaved runs); an "
+    "earlier 3-run comparison 1,246 vs 872 req/s.",
+    "Kept, HTTP client: http.client connections in a deque instead of urllib3's pool. One "
+    "GET to the upstream, CPU per call: urllib3 159 us (214 under gevent), http.client 95 "
+    "(136 under gevent), geventhttpclient 132 under gevent (no better, and it would tie the "
+    "seam to gevent). In the gateway ~1,250 -> ~1,370 req/s. The check that an idle "
+    "connection is still open polls the kernel directly: gevent's poll yielded to its loop "
+    "(~0.2 ms wall per request in cProfile).",
+    "Kept, hot path: the server span started and attached without start_as_current_span's "
+    "context-manager layers and its trace id formatted once; a plain WSGI Answer instead of "
+    "a werkzeug Response; log records that skip caller, thread and process lookups "
+    "(logging HOWTO's optimisation flags; the JSON lines never showed them): worker CPU "
+    "~790 -> ~750 us per request. From before: fixed-path operations beside Flask's "
+    "dispatch (gateway/fastpath.py), a local token bucket instead of limits' memory "
+    "storage, tenacity only after a failed first attempt, fewer Redis round trips.",
+    "Not adopted: gevent's pywsgi server (-k gevent_wsgi), 717 vs 761 us per request and "
+    "1,360 vs 1,263 req/s (5 runs, within the noise), because it writes its own errors "
+    "(e.g. a malformed request) as plain text to stderr, breaking one JSON object per log "
+    "line; an upstream pool of 64 instead of 16 connections (1,261 vs 1,311 req/s; the pool "
+    "is now sized by the upstream's bulkhead, which bounds its calls in flight); "
+    "2 gevent workers, which must share breakers, buckets and budgets in Redis (row above): "
+    "~5 Redis round trips per request (rate limit 2, budget 1, breaker 2) cost more CPU "
+    "than the second core gives on a machine that wrk, the upstream and Jaeger already "
+    "fill (813 vs 1,037 req/s for 1 worker in one run; 2 workers on local state, not "
+    "allowed, 1,080).",
+    "What tracing costs, in process (the gateway's WSGI app called in a loop under "
+    "gevent's patching, min of 4 rounds of 3,000 requests): tracing off ~310 us CPU per "
+    "request; the two spans created, ended and batched but not exported ~420 us; plus "
+    "their OTLP protobuf encoding ~535 us; plus the POST to Jaeger ~535 us. The SDK's "
+    "encoding (~60 us per span of ~10 attributes) is the largest single cost on the hot "
+    "path; the exporter runs in the worker, so it competes with requests for the core.",
+    "Why the targets are out of reach here: at 0.5 x nginx the gateway would have to "
+    "spend at most ~0.35-0.4 ms CPU per request (the upstream, wrk and Jaeger use the rest "
+    "of the 2 cores), about what the reference proxy (same client and tracing, nothing "
+    "else) takes. Exploratory floors under gunicorn's gevent worker: a WSGI function "
+    "answering directly ~12,300 req/s; a bare http.client proxy ~3,200-3,600 (~0.6 x); "
+    "plus two minimal spans exported ~2,300-2,500 (~0.45 x); the same with 2 workers "
+    "~2,800-2,900.",
+    "Latency: one connection, back to back, p50 direct 0.34 ms vs gateway 1.06 ms (+0.72); "
+    "with 20 ms idle between requests 0.89 vs 2.50 ms. On this virtual machine a process "
+    "woken from idle runs slowly for a while, and a proxied request wakes two processes "
+    "more than a direct one, so the paced comparison adds well over the gateway's CPU "
+    "time per request.",
 ]
 
 

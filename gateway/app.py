@@ -17,6 +17,7 @@ from gateway import admin, metrics, openapi
 from gateway.auth import KeyStore, require_scope
 from gateway.fastpath import ProxyDispatcher
 from gateway.pipeline import Call, Pipeline
+from gateway.proxy import Answer
 from gateway.routing import Operation, Route, load_routes
 from servoscope.appfactory import create_app as create_base_app
 from servoscope.inbound import current_request_id
@@ -54,8 +55,7 @@ def create_app() -> Flask:
     table = load_routes(settings.path("gateway", "routes_file"), settings)
     largest_body = max(route.max_body_bytes for route in table.routes)
     app = create_base_app(SERVICE_NAME, settings=settings, max_body_bytes=largest_body)
-    threads = int(settings.sections.get("gateway", {}).get("threads", 16))
-    pipeline = Pipeline(table, shared_state(settings), max_connections=threads)
+    pipeline = Pipeline(table, shared_state(settings))
     metrics.start_at_zero(
         {name: [i.id for i in upstream.instances] for name, upstream in table.upstreams.items()},
         [route.name for route in table.routes],
@@ -90,8 +90,8 @@ def create_app() -> Flask:
     return app
 
 
-def _proxy_view(pipeline: Pipeline, route: Route, op: Operation) -> Callable[..., Response]:
-    def view(**_params: str) -> Response:
+def _proxy_view(pipeline: Pipeline, route: Route, op: Operation) -> Callable[..., Answer]:
+    def view(**_params: str) -> Answer:
         require_scope(g.api_key, op.scope)
         return pipeline.handle(
             Call(

@@ -44,12 +44,14 @@ class Member:
 
 
 class Balancer:
-    def __init__(self, upstream: Upstream, shared: SharedState, max_connections: int) -> None:
+    def __init__(self, upstream: Upstream, shared: SharedState) -> None:
         self.upstream = upstream
+        # The bulkhead bounds the calls in flight to this upstream: keep as many connections.
+        pooled = upstream.bulkhead.max_concurrent
         self.members = [
             Member(
                 instance,
-                UpstreamClient(upstream.name, instance.url, max_connections=max_connections),
+                UpstreamClient(upstream.name, instance.url, max_connections=pooled),
                 Breaker(
                     upstream.name,
                     instance.id,

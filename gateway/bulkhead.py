@@ -1,9 +1,9 @@
 """A bulkhead per upstream: at most ``max_concurrent`` calls, a bounded wait for a slot.
 
 A hung upstream fills its own slots and nothing else: further calls to it are refused
-with 503 (at once, or after ``max_wait_s``) while the worker's other threads keep
-serving every other route. Per worker on purpose: the resource it protects is this
-process's threads.
+with 503 (at once, or after ``max_wait_s``) while the worker keeps serving every other
+route. Per worker on purpose: the resource it protects is this process's capacity (its
+greenlets under gevent, its threads under gthread).
 """
 
 from __future__ import annotations

@@ -26,11 +26,9 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-import urllib3
-from flask import Request, Response
+from flask import Request
 from opentelemetry import trace
 from opentelemetry.trace import Span
-from urllib3.exceptions import HTTPError, NewConnectionError, TimeoutError
 
 from gateway import metrics
 from gateway.balancer import Balancer, Member
@@ -38,11 +36,11 @@ from gateway.budget import RetryBudget
 from gateway.bulkhead import Bulkhead, BulkheadFull
 from gateway.deadline import DEADLINE_HEADER, Deadline, DeadlineExceeded
 from gateway.fallback import LastKnown
-from gateway.proxy import outbound_headers, returned_headers
+from gateway.proxy import Answer, outbound_headers, returned_headers
 from gateway.ratelimit import RateLimiter
 from gateway.retry import AttemptFailed, RetryPolicy, retryable
 from gateway.routing import Operation, Route, RouteTable
-from servoscope.outbound import Reply
+from servoscope.outbound import Reply, Timeout, UpstreamError, UpstreamTimeout
 from servoscope.problems import Problem
 from servoscope.resilience.breaker import BreakerOpen
 from servoscope.resilience.sharedstate import SharedState
@@ -67,7 +65,7 @@ class Call:
 class Pipeline:
     """Per-process state of every stage (limiter, bulkheads, budgets, balancers)."""
 
-    def __init__(self, table: RouteTable, shared: SharedState, max_connections: int) -> None:
+    def __init__(self, table: RouteTable, shared: SharedState) -> None:
         self.table = table
         self.shared = shared
         self.limiter = RateLimiter(shared)
@@ -75,16 +73,14 @@ class Pipeline:
         self.budgets = {
             n: RetryBudget(n, u.retry_budget, shared) for n, u in table.upstreams.items()
         }
-        self.balancers = {
-            n: Balancer(u, shared, max_connections) for n, u in table.upstreams.items()
-        }
+        self.balancers = {n: Balancer(u, shared) for n, u in table.upstreams.items()}
         self.last_known = LastKnown()
         for balancer in self.balancers.values():
             balancer.start_health_checks()
 
     # -- the pipeline, top to bottom ------------------------------------------
 
-    def handle(self, call: Call) -> Response:
+    def handle(self, call: Call) -> Answer:
         route = call.route
         self._rate_limit(call)  # 2: before the body is even read
         self._read_body(call)
@@ -167,13 +163,13 @@ class Pipeline:
         member = self._admit(call)  # 6
         options = call.route.attempt_timeout  # 7
         if options.enabled:
-            timeout = urllib3.Timeout(
+            timeout = Timeout(
                 connect=min(options.connect_s, remaining),
                 read=min(options.read_s, remaining),
                 total=remaining,
             )
         else:
-            timeout = urllib3.Timeout(total=remaining)
+            timeout = Timeout(connect=remaining, read=remaining, total=remaining)
         headers = outbound_headers(call.request, call.request_id)
         headers[DEADLINE_HEADER] = call.deadline.header_value()
         member.begin()
@@ -191,21 +187,14 @@ class Pipeline:
                     "gateway.breaker.state": member.breaker.machine._state.name,
                 },
             )
-        except NewConnectionError as exc:  # urllib3 makes it a TimeoutError; it is not one
-            self._record(member, ok=False)
-            raise AttemptFailed(
-                502, f"{upstream} could not be reached: {type(exc).__name__}"
-            ) from None
-        except TimeoutError:
+        except UpstreamTimeout:
             self._record(member, ok=False)
             raise AttemptFailed(
                 504, f"{upstream} did not answer within {timeout.total or remaining:.3g}s"
             ) from None
-        except HTTPError as exc:
+        except UpstreamError as exc:
             self._record(member, ok=False)
-            raise AttemptFailed(
-                502, f"{upstream} could not be reached: {type(exc).__name__}"
-            ) from None
+            raise AttemptFailed(502, f"{upstream} could not be reached: {exc}") from None
         finally:
             member.end()
         self._record(member, ok=reply.status < 500)
@@ -238,14 +227,12 @@ class Pipeline:
 
     # -- answers ----------------------------------------------------------------
 
-    def _answer(self, call: Call, reply: Reply) -> Response:
+    def _answer(self, call: Call, reply: Reply) -> Answer:
         if call.operation.fallback and reply.status == 200:
             self.last_known.remember(call.operation.path, call.path, reply.body)
-        response = Response(reply.body, status=reply.status, headers=returned_headers(reply))
-        response.headers.update(call.headers)
-        return response
+        return Answer.of(reply.status, returned_headers(reply), reply.body, call.headers)
 
-    def _breaker_open(self, call: Call, exc: BreakerOpen) -> Response:
+    def _breaker_open(self, call: Call, exc: BreakerOpen) -> Answer:
         call.span.set_attribute("gateway.breaker.state", exc.state)
         call.span.add_event("gateway.breaker_rejected", {"gateway.breaker.state": exc.state})
         if call.operation.fallback == "last_known":
@@ -255,9 +242,8 @@ class Pipeline:
                 metrics.FALLBACKS.labels(call.route.name).inc()
                 call.span.set_attribute("gateway.fallback", "last_known")
                 call.span.add_event("gateway.fallback_served")
-                response = Response(body, status=200, mimetype="application/json")
-                response.headers.update({**call.headers, **headers})
-                return response
+                json_type = [("Content-Type", "application/json")]
+                return Answer.of(200, json_type, body, {**call.headers, **headers})
         retry_after = str(max(1, math.ceil(exc.retry_after)))
         raise self._problem(
             call,

@@ -7,9 +7,16 @@ both ways; the caller's credentials and Host stay at the gateway; ``X-Forwarded-
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from http import HTTPStatus
+from typing import Any
+
 from flask import Request
 
 from servoscope.outbound import Reply
+
+_REASONS = {status.value: status.phrase for status in HTTPStatus}
 
 # RFC 9110 7.6.1 hop-by-hop fields, plus the gateway's own credentials and Host.
 HOP_BY_HOP = frozenset(
@@ -51,3 +58,33 @@ def returned_headers(reply: Reply) -> list[tuple[str, str]]:
     """The upstream's answer headers minus hop-by-hop ones and those the gateway sets."""
     dropped = NOT_RETURNED | _connection_listed(reply.headers)
     return [(k, v) for k, v in reply.headers.items() if k.lower() not in dropped]
+
+
+@dataclass(frozen=True)
+class Answer:
+    """The gateway's answer to a proxied request, and the WSGI app that sends it.
+
+    Plain values rather than a werkzeug ``Response``: on the hot path that object's
+    header bookkeeping cost more than building the list here (BENCHMARKS.md). Flask
+    views may return it too (Flask runs any WSGI callable as a response).
+    """
+
+    status: int
+    headers: list[tuple[str, str]]
+    body: bytes
+
+    @classmethod
+    def of(cls, status: int, headers: list[tuple[str, str]], body: bytes, added: dict[str, str]):
+        """``headers`` with the gateway's ``added`` fields in place of same-named ones."""
+        replaced = {name.lower() for name in added}
+        kept = [(k, v) for k, v in headers if k.lower() not in replaced]
+        return cls(status, [*kept, *added.items()], body)
+
+    def __call__(
+        self, environ: dict[str, Any], start_response: Callable[..., Any]
+    ) -> Iterable[bytes]:
+        reason = _REASONS.get(self.status, "Unknown")
+        start_response(
+            f"{self.status} {reason}", [*self.headers, ("Content-Length", str(len(self.body)))]
+        )
+        return [self.body]

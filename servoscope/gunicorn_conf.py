@@ -1,8 +1,10 @@
 """The gunicorn configuration every process of the stack runs with.
 
 Bind address, workers and threads come from the environment the stack sets
-(``SERVOSCOPE_BIND``, ``SERVOSCOPE_WORKERS``, ``SERVOSCOPE_THREADS``). The app is
-loaded in each worker after fork (no preload) so tracing threads live there.
+(``SERVOSCOPE_BIND``, ``SERVOSCOPE_WORKERS``, ``SERVOSCOPE_THREADS``); the worker
+class from ``worker_class`` in the settings section named after the service (only
+the gateway has one: it runs gevent), else gthread. The app is loaded in each worker
+after fork (no preload) so tracing threads live there.
 Each worker gets a slot and publishes where Prometheus scrapes it
 (:mod:`servoscope.scrape_targets`), so metrics stay exact, with exemplars, for
 any number of workers.
@@ -20,14 +22,22 @@ if TYPE_CHECKING:
 bind = os.environ.get("SERVOSCOPE_BIND", "127.0.0.1:8000")
 workers = int(os.environ.get("SERVOSCOPE_WORKERS", "1"))
 threads = int(os.environ.get("SERVOSCOPE_THREADS", "8"))
-worker_class = "gthread"
+
+
+def _worker_class(service: str) -> str:
+    from servoscope.settings import load
+
+    return str(load().sections.get(service, {}).get("worker_class", "gthread"))
+
+
+proc_name = os.environ.get("SERVOSCOPE_SERVICE", "servoscope")
+worker_class = _worker_class(proc_name)
 keepalive = 30
 graceful_timeout = 5
 timeout = 30
 accesslog = None  # servoscope.inbound writes one JSON line per request instead
 errorlog = "-"
 loglevel = "warning"
-proc_name = os.environ.get("SERVOSCOPE_SERVICE", "servoscope")
 
 
 def on_starting(server: Arbiter) -> None:

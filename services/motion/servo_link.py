@@ -13,9 +13,8 @@ from __future__ import annotations
 import json
 
 from prometheus_client import Counter, Gauge
-from urllib3.exceptions import HTTPError
 
-from servoscope.outbound import UpstreamClient
+from servoscope.outbound import UpstreamClient, UpstreamError
 from servoscope.resilience.breaker import (
     Breaker,
     BreakerMetrics,
@@ -66,9 +65,9 @@ class ServoLink:
                     timeout=self.timeout_s,
                     attempt=attempt,
                 )
-            except HTTPError as exc:
+            except UpstreamError as exc:
                 self.breaker.record(False)
-                last = f"servo controller unreachable: {type(exc).__name__}"
+                last = f"servo controller unreachable: {exc}"
                 continue
             self.breaker.record(reply.status < 500)  # a 4xx is our request's fault, not its
             if reply.status < 500:
