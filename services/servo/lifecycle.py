@@ -8,7 +8,8 @@ States::
          └──── (never connected yet: back to disconnected) ◄────┘
 
 * **connecting**: open the port (exclusively; stale input dropped), apply every
-  channel's speed and acceleration limits, read the error register.
+  channel's speed and acceleration limits, read the error register, and poll once (a
+  garbling device can pass the 2-byte error read by chance, hardly a whole poll).
 * **active**: the only state in which commands reach the wire; the poller reads
   positions, motion and errors every ``poll_period_s`` into a :class:`Snapshot`.
 * **faulted**: the port failed (``SerialException``: unplugged) or the device
@@ -170,7 +171,8 @@ class ServoDevice:
             self._wake.clear()
 
     def connect(self) -> bool:
-        """One connection attempt: open, apply the limits, read the errors; True if active.
+        """One connection attempt: open, apply the limits, read the errors, poll once;
+        True if active.
 
         The device thread calls it with backoff; a tool that drives the device without
         the thread (a benchmark) may call it once instead of :meth:`start`.
@@ -181,6 +183,9 @@ class ServoDevice:
             self.link.close()  # a fresh open follows a repointed path
             self.link.open()
             self._initialise()
+            # A garbling device passes the 2-byte error read by chance now and then; a
+            # whole poll that decodes is the proof it answers before commands go out.
+            self.poll_once(require_active=False)
         except (DeviceUnavailable, DeviceTimeout, GarbledReply) as exc:
             self.link.close()
             self._set_state(was, f"connecting to {self.config.device} failed: {exc}")
@@ -296,7 +301,7 @@ class ServoDevice:
 
     # --- polling ---
 
-    def poll_once(self) -> Snapshot:
+    def poll_once(self, *, require_active: bool = True) -> Snapshot:
         """Read every channel's position, the moving state and the error register in one
         pipelined exchange (one round trip instead of one per command)."""
         count = self.config.channel_count
@@ -306,7 +311,14 @@ class ServoDevice:
         request += self.config.encode(protocol.GetMovingState())
         request += self.config.encode(protocol.GetErrors())
         # Background reads every few ms would bury request traces: measured, not traced.
-        snapshot = self.exchange("poll", request, 2 * count + 3, self._decode_poll, traced=False)
+        snapshot = self.exchange(
+            "poll",
+            request,
+            2 * count + 3,
+            self._decode_poll,
+            traced=False,
+            require_active=require_active,
+        )
         self._snapshot = snapshot
         for channel, position in enumerate(snapshot.positions):
             if position:
