@@ -83,3 +83,22 @@ def test_the_summary_has_one_row_per_experiment_with_both_runs() -> None:
     assert row.startswith("| servo-hang |")
     assert "| holds |" in row and "broken: deviated (breaker, bulkhead off)" in row
     assert "1.5 s" in row
+
+
+def test_a_known_failure_tolerates_only_its_own_probe() -> None:
+    spike = next(e for e in ALL if e.name == "traffic-spike")
+    assert spike.known_failure["activity"] == "isolation"
+
+    def run(*reasons: str) -> runner.Outcome:
+        return runner.Outcome(
+            spike, True, Judgement(spike.title, list(reasons)), Path("j"), None, 1
+        )
+
+    known = run("method activity failed: isolation: isolation broken: p95 ...")
+    assert runner.verdict([known]) == []
+    assert "not met here" in runner.summary([known])
+    other = run(
+        "method activity failed: isolation: isolation broken: p95 ...",
+        "rollbacks skipped: 0 of 2 played",
+    )
+    assert runner.verdict([other]), "a failure beyond the declared probe still fails the suite"
