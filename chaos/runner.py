@@ -51,6 +51,9 @@ class Experiment:
     # A hypothesis this machine is known not to meet: {activity: <probe name>, reason: ...}.
     # Only that probe's failure is tolerated in the protected run; anything else still fails.
     known_failure: dict[str, str] = field(default_factory=dict)
+    # Whose traces to keep: a rejected (``rejected`` status) and a recovered request.
+    trace_route: str = "/api/servo/set-position"
+    rejected: str = "503"
 
     @property
     def name(self) -> str:
@@ -93,6 +96,8 @@ def load(path: Path) -> Experiment:
         control_settings={k: str(v) for k, v in extension.get("control_settings", {}).items()},
         control_label=extension.get("control_label", ""),
         known_failure=dict(extension.get("known_failure", {})),
+        trace_route=extension.get("trace_route", "/api/servo/set-position"),
+        rejected=str(extension.get("rejected_status", 503)),
     )
 
 
@@ -155,12 +160,12 @@ def _recovery(journal: Path) -> float | None:
     return None
 
 
-def _trace_id(stack: Stack, status: str, since: float) -> str:
-    """The newest gateway trace answered with ``status`` after ``since`` (epoch s)."""
+def _trace_id(stack: Stack, route: str, status: str, since: float) -> str:
+    """The newest gateway trace of ``route`` answered ``status`` after ``since`` (epoch s)."""
     query = urllib.parse.urlencode(
         {
             "service": "gateway",
-            "tags": json.dumps({"http.response.status_code": status}),
+            "tags": json.dumps({"http.route": route, "http.response.status_code": status}),
             "start": int(since * 1_000_000),
             "limit": 1,
         }
@@ -202,8 +207,8 @@ def run_one(experiment: Experiment, protected: bool, results: Path) -> Outcome:
                 check=False,
             )
         traces = {
-            "rejected": _trace_id(stack, "503", started),
-            "recovered": _trace_id(stack, "200", time.time() - 5),
+            "rejected": _trace_id(stack, experiment.trace_route, experiment.rejected, started),
+            "recovered": _trace_id(stack, experiment.trace_route, "200", time.time() - 5),
         }
         # The stack goes away; its two telling traces stay with the journal.
         kept = {
@@ -228,12 +233,16 @@ def run_one(experiment: Experiment, protected: bool, results: Path) -> Outcome:
     )
 
 
-def _known(outcome: Outcome) -> bool:
-    """The protected run failed only in the probe its experiment declares a known failure."""
-    activity = outcome.experiment.known_failure.get("activity")
+def only_known_failure(experiment: Experiment, judgement: Judgement) -> bool:
+    """The run failed, and only in the probe its experiment declares a known failure."""
+    activity = experiment.known_failure.get("activity")
     prefix = f"method activity failed: {activity}: "
-    reasons = outcome.judgement.reasons
+    reasons = judgement.reasons
     return bool(activity and reasons) and all(r.startswith(prefix) for r in reasons)
+
+
+def _known(outcome: Outcome) -> bool:
+    return outcome.protected and only_known_failure(outcome.experiment, outcome.judgement)
 
 
 def _cell(outcome: Outcome | None, reason: str = "") -> str:
