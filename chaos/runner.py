@@ -46,8 +46,6 @@ class Experiment:
     control_reason: str  # why there is no control run, when there is none
     settings: dict[str, str] = field(default_factory=dict)  # SERVOSCOPE_* for its stacks
     routes: dict[str, Any] = field(default_factory=dict)  # merged into routes.yaml
-    control_settings: dict[str, str] = field(default_factory=dict)  # protection off elsewhere
-    control_label: str = ""
     # A hypothesis this machine is known not to meet: {activity: <probe name>, reason: ...}.
     # Only that probe's failure is tolerated in the protected run; anything else still fails.
     known_failure: dict[str, str] = field(default_factory=dict)
@@ -61,11 +59,11 @@ class Experiment:
 
     @property
     def has_control(self) -> bool:
-        return bool(self.control or self.control_settings)
+        return bool(self.control)
 
     @property
     def switched_off(self) -> str:
-        return self.control_label or f"{', '.join(self.control)} off"
+        return f"{', '.join(self.control)} off"
 
 
 @dataclass
@@ -93,8 +91,6 @@ def load(path: Path) -> Experiment:
         control_reason=extension.get("control_reason", ""),
         settings={k: str(v) for k, v in extension.get("settings", {}).items()},
         routes=extension.get("routes", {}),
-        control_settings={k: str(v) for k, v in extension.get("control_settings", {}).items()},
-        control_label=extension.get("control_label", ""),
         known_failure=dict(extension.get("known_failure", {})),
         trace_route=extension.get("trace_route", "/api/servo/set-position"),
         rejected=str(extension.get("rejected_status", 503)),
@@ -182,8 +178,9 @@ def run_one(experiment: Experiment, protected: bool, results: Path) -> Outcome:
     routes_file = work / "routes.yaml"
     routes_file.write_text(yaml.safe_dump(route_table(experiment, protected), sort_keys=False))
     started = time.time()
-    settings = {**experiment.settings, **({} if protected else experiment.control_settings)}
-    stack = start_stack(work / "run", SERVOSCOPE_GATEWAY_ROUTES_FILE=str(routes_file), **settings)
+    stack = start_stack(
+        work / "run", SERVOSCOPE_GATEWAY_ROUTES_FILE=str(routes_file), **experiment.settings
+    )
     journal = results / f"{label}.journal.json"
     traces: dict[str, str] = {}
     try:
