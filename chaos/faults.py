@@ -124,20 +124,20 @@ def start_spike(
     """``users`` locust users (chaos/spike_users.py), one request each per second, under
     ``api_key``; the run stops by itself after ``duration_s``."""
     global _spike
-    log = (Path(run_dir) / "logs" / "spike-locust.log").open("w")
-    _spike = subprocess.Popen(
-        [
-            # The load generator stands for other machines: here it yields the CPU to
-            # the stack it loads (it still sends its burst; the probes check it did).
-            *("nice", "-n", "19", sys.executable, "-m", "locust"),
-            *("-f", str(Path(__file__).with_name("spike_users.py"))),
-            *("--headless", "--only-summary", "--host", gateway_url),
-            *("-u", str(users), "-r", str(users), "-t", f"{duration_s}s"),
-        ],
-        env={**os.environ, "SERVOSCOPE_API_KEY": api_key},
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
+    with (Path(run_dir) / "logs" / "spike-locust.log").open("w") as log:
+        _spike = subprocess.Popen(
+            [
+                # The load generator stands for other machines: here it yields the CPU to
+                # the stack it loads (it still sends its burst; the probes check it did).
+                *("nice", "-n", "19", sys.executable, "-m", "locust"),
+                *("-f", str(Path(__file__).with_name("spike_users.py"))),
+                *("--headless", "--only-summary", "--host", gateway_url),
+                *("-u", str(users), "-r", str(users), "-t", f"{duration_s}s"),
+            ],
+            env={**os.environ, "SERVOSCOPE_API_KEY": api_key},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
     return _spike.pid
 
 

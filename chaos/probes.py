@@ -18,6 +18,7 @@ import math
 import time
 import urllib.parse
 import urllib.request
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -61,43 +62,53 @@ def prometheus_value(prometheus_url: str, query: str, default: float = math.nan)
     return float(result[0]["value"][1])
 
 
+def _poll_prometheus(
+    prometheus_url: str,
+    query: str,
+    done: Callable[[float], bool],
+    timeout_s: float,
+    default: float = math.nan,
+) -> tuple[float, float, bool]:
+    """Poll ``query`` until ``done(value)`` or ``timeout_s``: (last value, seconds, done).
+    Gauges are scraped every 2 s, so they lag what they measure."""
+    started = time.monotonic()
+    while True:
+        value = prometheus_value(prometheus_url, query, default)
+        elapsed = time.monotonic() - started
+        if done(value) or elapsed >= timeout_s:
+            return value, round(elapsed, 2), done(value)
+        time.sleep(0.5)
+
+
 def prometheus_settles(
     prometheus_url: str, query: str, expected: float, timeout_s: float = 10.0
 ) -> float:
-    """``query``'s value once it equals ``expected``, or its last value after
-    ``timeout_s``: a gauge is scraped every 2 s, so it lags what it measures."""
-    deadline = time.monotonic() + timeout_s
-    value = prometheus_value(prometheus_url, query)
-    while value != expected and time.monotonic() < deadline:
-        time.sleep(0.5)
-        value = prometheus_value(prometheus_url, query)
+    """``query``'s value once it equals ``expected``, or its last value after ``timeout_s``."""
+    value, _, _ = _poll_prometheus(prometheus_url, query, lambda v: v == expected, timeout_s)
     return value
 
 
 def await_prometheus(
     prometheus_url: str, query: str, expected: float, timeout_s: float = 15.0
 ) -> float:
-    """Seconds until ``query`` equals ``expected`` (scrapes every 2 s); raises after timeout."""
-    started = time.monotonic()
-    value = math.nan
-    while time.monotonic() - started < timeout_s:
-        value = prometheus_value(prometheus_url, query)
-        if value == expected:
-            return round(time.monotonic() - started, 2)
-        time.sleep(0.5)
-    raise ActivityFailed(f"{query} stayed {value}, not {expected}, for {timeout_s}s")
+    """Seconds until ``query`` equals ``expected``; raises after ``timeout_s``."""
+    value, seconds, met = _poll_prometheus(
+        prometheus_url, query, lambda v: v == expected, timeout_s
+    )
+    if not met:
+        raise ActivityFailed(f"{query} stayed {value}, not {expected}, for {timeout_s}s")
+    return seconds
 
 
 def await_prometheus_above(
     prometheus_url: str, query: str, threshold: float, timeout_s: float = 15.0
 ) -> float:
     """``query``'s value once it exceeds ``threshold``; raises if it does not in time."""
-    deadline = time.monotonic() + timeout_s
-    value = prometheus_value(prometheus_url, query, default=0.0)
-    while value <= threshold and time.monotonic() < deadline:
-        time.sleep(0.5)
-        value = prometheus_value(prometheus_url, query, default=0.0)
-    if value <= threshold:
+    # No series yet means nothing counted: 0.
+    value, _, met = _poll_prometheus(
+        prometheus_url, query, lambda v: v > threshold, timeout_s, default=0.0
+    )
+    if not met:
         raise ActivityFailed(f"{query} = {value}, not above {threshold} within {timeout_s}s")
     return value
 

@@ -62,6 +62,7 @@ class Traffic:
 
 
 _traffic = Traffic()
+_tickets = itertools.count()  # names each request while it is in flight
 
 
 def current() -> Traffic:
@@ -101,7 +102,7 @@ def send(gateway_url: str, api_key: str, route: dict[str, Any], timeout_s: float
         headers["Content-Type"] = "application/json"
         headers["Idempotency-Key"] = uuid.uuid4().hex
     sent_at = time.time()
-    ticket = id(headers)  # unique while this request is in flight
+    ticket = next(_tickets)
     _traffic.pending[ticket] = (route["name"], sent_at)
     started = time.monotonic()
     try:
