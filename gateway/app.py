@@ -14,6 +14,7 @@ from flask import Flask, Response, g, jsonify, request
 from opentelemetry import trace
 
 from gateway import admin, metrics, openapi
+from gateway import contracts as gateway_contracts
 from gateway.auth import KeyStore, require_scope
 from gateway.fastpath import ProxyDispatcher
 from gateway.pipeline import Call, Pipeline
@@ -21,6 +22,7 @@ from gateway.proxy import Answer
 from gateway.routing import Operation, Route, load_routes
 from servoscope.appfactory import create_app as create_base_app
 from servoscope.inbound import current_request_id
+from servoscope.problems import TYPE_BASE
 from servoscope.resilience.sharedstate import SharedState
 from servoscope.settings import Settings, load
 
@@ -55,7 +57,11 @@ def create_app() -> Flask:
     table = load_routes(settings.path("gateway", "routes_file"), settings)
     largest_body = max(route.max_body_bytes for route in table.routes)
     app = create_base_app(SERVICE_NAME, settings=settings, max_body_bytes=largest_body)
-    pipeline = Pipeline(table, shared_state(settings))
+    # `/a//b` is a 404 like any path the table lacks, not a redirect to a path the
+    # client did not ask for.
+    app.url_map.merge_slashes = False
+    contracts = gateway_contracts.load(table, settings)
+    pipeline = Pipeline(table, shared_state(settings), contracts)
     metrics.start_at_zero(
         {name: [i.id for i in upstream.instances] for name, upstream in table.upstreams.items()},
         [route.name for route in table.routes],
@@ -65,7 +71,11 @@ def create_app() -> Flask:
     @app.before_request
     def _authenticate() -> None:  # stage 1 of the pipeline
         path = request.path
-        if path in ALWAYS_OPEN or (path in LOOPBACK_OPEN and is_loopback(request.remote_addr)):
+        if (
+            path in ALWAYS_OPEN
+            or path.startswith(TYPE_BASE)
+            or (path in LOOPBACK_OPEN and is_loopback(request.remote_addr))
+        ):
             return
         g.api_key = keys.authenticate(request.headers.get("Authorization"))
 
@@ -81,7 +91,7 @@ def create_app() -> Flask:
 
     @app.get("/openapi.json")
     def openapi_json() -> Response:
-        return jsonify(openapi.document(table))
+        return jsonify(openapi.document(table, contracts))
 
     # Fixed-path operations skip Flask's dispatch (measured: see gateway/fastpath.py); the
     # inbound observer installed by the app factory stays outermost.
@@ -91,7 +101,7 @@ def create_app() -> Flask:
 
 
 def _proxy_view(pipeline: Pipeline, route: Route, op: Operation) -> Callable[..., Answer]:
-    def view(**_params: str) -> Answer:
+    def view(**params: str) -> Answer:
         require_scope(g.api_key, op.scope)
         return pipeline.handle(
             Call(
@@ -101,6 +111,7 @@ def _proxy_view(pipeline: Pipeline, route: Route, op: Operation) -> Callable[...
                 key_name=g.api_key.name,
                 request_id=current_request_id(),
                 span=trace.get_current_span(),
+                params=params,
             )
         )
 

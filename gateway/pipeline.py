@@ -4,6 +4,9 @@ Every proxied request runs, in DESIGN.md's order:
 
 1. authenticate (``gateway.app``'s ``before_request``; the key's scope per operation)
 2. rate limit per API key and route        -> 429 + Retry-After + RateLimit fields
+   then the request itself: path parameters against the operation's declared pattern,
+   and whether HTTP/1.1 can carry it upstream at all -> 400, the client's fault: no
+   attempt, nothing charged to the upstream (:mod:`servoscope.resilience.blame`)
 3. overall deadline                         -> 504 once it has passed
 4. bulkhead per upstream                    -> 503 at once when full
 5. retry, inside the upstream's budget      -> idempotent requests only
@@ -23,8 +26,10 @@ Each stage is switchable (``enabled: false`` in routes.yaml) for control experim
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass, field
+from urllib.parse import quote
 
 from flask import Request
 from opentelemetry import trace
@@ -34,16 +39,28 @@ from gateway import metrics
 from gateway.balancer import Balancer, Member
 from gateway.budget import RetryBudget
 from gateway.bulkhead import Bulkhead, BulkheadFull
+from gateway.contracts import Contracts
 from gateway.deadline import DEADLINE_HEADER, Deadline, DeadlineExceeded
 from gateway.fallback import LastKnown
 from gateway.proxy import Answer, outbound_headers, returned_headers
 from gateway.ratelimit import RateLimiter
 from gateway.retry import AttemptFailed, RetryPolicy, retryable
 from gateway.routing import Operation, Route, RouteTable
-from servoscope.outbound import Reply, Timeout, UpstreamError, UpstreamTimeout
+from servoscope.outbound import (
+    Reply,
+    RequestUnsendable,
+    Timeout,
+    UpstreamError,
+    UpstreamTimeout,
+    check_sendable,
+)
+from servoscope.problems import MEDIA_TYPE as PROBLEM_TYPE
 from servoscope.problems import Problem
 from servoscope.resilience.breaker import BreakerOpen
 from servoscope.resilience.sharedstate import SharedState
+
+# RFC 3986 pchar (minus '%', which is encoded so a decoded '%' survives) and '/'.
+PATH_SAFE = "/!$&'()*+,;=:@-._~"
 
 
 @dataclass
@@ -56,8 +73,10 @@ class Call:
     key_name: str
     request_id: str
     span: Span
+    params: dict[str, str] = field(default_factory=dict)  # path parameters, decoded
     path: str = ""
     body: bytes | None = None
+    outbound: dict[str, str] = field(default_factory=dict)  # headers sent on every attempt
     deadline: Deadline = field(default_factory=lambda: Deadline(0.0, 0.0))
     headers: dict[str, str] = field(default_factory=dict)  # added to the answer
 
@@ -65,8 +84,11 @@ class Call:
 class Pipeline:
     """Per-process state of every stage (limiter, bulkheads, budgets, balancers)."""
 
-    def __init__(self, table: RouteTable, shared: SharedState) -> None:
+    def __init__(
+        self, table: RouteTable, shared: SharedState, contracts: Contracts | None = None
+    ) -> None:
         self.table = table
+        self.contracts = contracts or {}
         self.shared = shared
         self.limiter = RateLimiter(shared)
         self.bulkheads = {n: Bulkhead(n, u.bulkhead) for n, u in table.upstreams.items()}
@@ -83,6 +105,7 @@ class Pipeline:
     def handle(self, call: Call) -> Answer:
         route = call.route
         self._rate_limit(call)  # 2: before the body is even read
+        self._check_request(call)
         self._read_body(call)
         call.deadline = Deadline.start(route.deadline, call.request.headers.get(DEADLINE_HEADER))
         try:
@@ -103,14 +126,44 @@ class Pipeline:
             return self._breaker_open(call, exc)
         except AttemptFailed as exc:
             title = "Upstream Timeout" if exc.status == 504 else "Upstream Unreachable"
-            raise self._problem(call, exc.status, title, exc.detail) from None
+            slug = "upstream-timeout" if exc.status == 504 else "upstream-unreachable"
+            raise self._problem(call, exc.status, title, exc.detail, slug=slug) from None
         return self._answer(call, reply)
+
+    def _check_request(self, call: Call) -> None:
+        """What the client sent must be sendable upstream as it is: a bad path parameter
+        or a request HTTP/1.1 cannot carry is the client's 400, before any attempt."""
+        request = call.request
+        contract = self.contracts.get((call.route.name, call.operation.method, call.operation.path))
+        for name, raw in call.params.items():
+            param = contract.path_param(name) if contract else None
+            problem = param.problem(raw) if param else None
+            if problem is not None:
+                problem.headers.update(call.headers)
+                raise problem
+        # Werkzeug decoded the path: encode it again, so an escaped '?', '#' or space in
+        # a parameter stays part of it instead of changing what the upstream is asked.
+        tail = quote(request.path[len(call.route.prefix) :], safe=PATH_SAFE)
+        query = request.query_string.decode("latin-1")
+        call.path = tail + (f"?{query}" if query else "")
+        call.outbound = outbound_headers(request, call.request_id)
+        try:
+            check_sendable(call.path, call.outbound)
+        except RequestUnsendable as exc:
+            raise self._unsendable(call, exc) from None
+
+    def _unsendable(self, call: Call, exc: RequestUnsendable) -> Problem:
+        call.span.add_event("gateway.request_unsendable", {"gateway.reason": str(exc)})
+        return Problem(
+            400,
+            "Unsendable Request",
+            f"{exc}; percent-encode it (RFC 3986) or leave it out",
+            slug="unsendable-request",
+            headers=call.headers,
+        )
 
     def _read_body(self, call: Call) -> None:
         request, limit = call.request, call.route.max_body_bytes
-        call.path = request.path[len(call.route.prefix) :] + (
-            f"?{request.query_string.decode()}" if request.query_string else ""
-        )
         chunked = "chunked" in request.headers.get("Transfer-Encoding", "").lower()
         if not request.content_length and not chunked:
             return  # no body, whatever the method
@@ -170,7 +223,7 @@ class Pipeline:
             )
         else:
             timeout = Timeout(connect=remaining, read=remaining, total=remaining)
-        headers = outbound_headers(call.request, call.request_id)
+        headers = dict(call.outbound)
         headers[DEADLINE_HEADER] = call.deadline.header_value()
         member.begin()
         try:
@@ -187,17 +240,19 @@ class Pipeline:
                     "gateway.breaker.state": member.breaker.machine._state.name,
                 },
             )
-        except UpstreamTimeout:
-            self._record(member, ok=False)
+        except RequestUnsendable as exc:  # checked before, so not expected: never charged
+            raise self._unsendable(call, exc) from None
+        except UpstreamTimeout as exc:
+            self._record(member, exc)
             raise AttemptFailed(
                 504, f"{upstream} did not answer within {timeout.total or remaining:.3g}s"
             ) from None
         except UpstreamError as exc:
-            self._record(member, ok=False)
+            self._record(member, exc)
             raise AttemptFailed(502, f"{upstream} could not be reached: {exc}") from None
         finally:
             member.end()
-        self._record(member, ok=reply.status < 500)
+        self._record(member, reply)
         return reply
 
     def _admit(self, call: Call) -> Member:
@@ -221,16 +276,24 @@ class Pipeline:
         metrics.BREAKER_REJECTIONS.labels(call.route.upstream).inc()
         raise refused
 
-    def _record(self, member: Member, *, ok: bool) -> None:
+    def _record(self, member: Member, outcome: Reply | Exception) -> None:
         if member.breaker.options.enabled:
-            member.breaker.record(ok)
+            member.breaker.record_outcome(outcome)
 
     # -- answers ----------------------------------------------------------------
 
     def _answer(self, call: Call, reply: Reply) -> Answer:
         if call.operation.fallback and reply.status == 200:
             self.last_known.remember(call.operation.path, call.path, reply.body)
-        return Answer.of(reply.status, returned_headers(reply), reply.body, call.headers)
+        body = reply.body
+        if reply.status >= 400 and PROBLEM_TYPE in reply.headers.get("Content-Type", ""):
+            body = _as_instance(body, call.request.path)
+        headers = returned_headers(reply)
+        location = reply.headers.get("Location", "")
+        if location.startswith("/"):  # the upstream's own path: say it as the client calls it
+            headers = [(k, v) for k, v in headers if k.lower() != "location"]
+            headers.append(("Location", call.route.prefix + location))
+        return Answer.of(reply.status, headers, body, call.headers)
 
     def _breaker_open(self, call: Call, exc: BreakerOpen) -> Answer:
         call.span.set_attribute("gateway.breaker.state", exc.state)
@@ -273,6 +336,18 @@ class Pipeline:
             headers={**call.headers, **(headers or {})},
             upstream=call.route.upstream,
         )
+
+
+def _as_instance(body: bytes, path: str) -> bytes:
+    """An upstream's problem with ``instance`` set to the path the client called."""
+    try:
+        problem = json.loads(body)
+    except ValueError:
+        return body
+    if not isinstance(problem, dict):
+        return body
+    problem["instance"] = path
+    return json.dumps(problem).encode()
 
 
 class _Slot:

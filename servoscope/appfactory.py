@@ -14,11 +14,11 @@ from typing import Any
 
 from flask import Flask, Response, jsonify, request
 
-from servoscope import inbound, metrics, problems
+from servoscope import contract, inbound, metrics, problems
 from servoscope.jsonlog import setup_logging
 from servoscope.problems import Problem
 from servoscope.settings import Settings, load
-from servoscope.telemetry import setup_tracing
+from servoscope.telemetry import VERSION, setup_tracing
 
 Readiness = Callable[[], tuple[bool, dict[str, Any]]]
 
@@ -31,8 +31,12 @@ def create_app(
     settings: Settings | None = None,
     readiness: Readiness | None = None,
     max_body_bytes: int = DEFAULT_MAX_BODY,
+    operations: list[contract.Operation] | None = None,
 ) -> Flask:
-    """Build the Flask app for ``service`` (its OpenTelemetry ``service.name``)."""
+    """Build the Flask app for ``service`` (its OpenTelemetry ``service.name``).
+
+    ``operations`` is the service's contract; ``GET /openapi.json`` describes them, and
+    any route the app serves beyond them (:func:`servoscope.contract.undeclared`)."""
     settings = settings or load()
     setup_logging(service)
     setup_tracing(service, settings)
@@ -66,7 +70,31 @@ def create_app(
         payload, content_type = metrics.exposition(request.headers.get("Accept"))
         return Response(payload, content_type=content_type)
 
+    if operations is not None:
+
+        @app.get("/openapi.json")
+        def openapi_json() -> Response:
+            return jsonify(service_document(app, service, operations))
+
     return app
+
+
+OWN_PATHS = frozenset({"/healthz", "/readyz", "/metrics", "/openapi.json"})
+
+
+def service_document(app: Flask, service: str, operations: list[contract.Operation]):
+    """The contract's operations, and every other rule the app serves (undeclared)."""
+    declared = {op.key for op in operations}
+    extra = [
+        contract.undeclared(method, contract.flask_template(rule.rule))
+        for rule in app.url_map.iter_rules()
+        if rule.rule not in OWN_PATHS
+        and not rule.rule.startswith(problems.TYPE_BASE)
+        and rule.endpoint != "static"
+        for method in sorted((rule.methods or set()) - {"HEAD", "OPTIONS"})
+        if (method, contract.flask_template(rule.rule)) not in declared
+    ]
+    return contract.service_document(service, VERSION, [*operations, *extra])
 
 
 def app_settings(app: Flask) -> Settings:

@@ -4,7 +4,10 @@ per attempt, W3C trace context and the request id carried downstream.
 This is the seam the gateway's resilience pipeline wraps: one call, plain values
 in and out, no retries or breakers of its own. Failures are :class:`UpstreamError`
 (could not connect, connection lost, malformed answer) or its subclass
-:class:`UpstreamTimeout`.
+:class:`UpstreamTimeout`; a request that cannot be put on the wire at all (a path or
+header that HTTP/1.1 cannot carry) is :class:`RequestUnsendable`, raised before any
+connection is touched — the caller's fault, not the upstream's
+(:mod:`servoscope.resilience.blame`).
 
     >>> client = UpstreamClient("servo-controller", "http://127.0.0.1:8101")
     >>> reply = client.request("GET", "/current-angle?channel=0", timeout=1.0)  # doctest: +SKIP
@@ -21,6 +24,7 @@ from __future__ import annotations
 import collections
 import http.client
 import json
+import re
 import select
 import time
 from dataclasses import dataclass, field
@@ -45,6 +49,36 @@ class UpstreamError(Exception):
 
 class UpstreamTimeout(UpstreamError):
     """Connecting, or waiting for the answer, took longer than the attempt allowed."""
+
+
+class RequestUnsendable(ValueError):
+    """The request cannot be sent as HTTP/1.1: nothing went out; ``str()`` names the part."""
+
+
+# What http.client refuses in a request target (RFC 9112 3.2: no space, no control
+# character, ASCII only) and in header fields (RFC 9110 5.5: no CR, LF or NUL).
+_BAD_TARGET = re.compile(r"[\x00-\x20\x7f]|[^\x00-\x7f]")
+_TOKEN = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
+_BAD_FIELD_VALUE = re.compile(r"[\x00\r\n]|[^\x00-\xff]")
+
+
+def check_sendable(path: str, headers: dict[str, str]) -> None:
+    """Raise :class:`RequestUnsendable` naming what HTTP/1.1 cannot carry, else return."""
+    if not path.startswith("/"):
+        raise RequestUnsendable(f"the request target {path!r} does not start with '/'")
+    bad = _BAD_TARGET.search(path)
+    if bad:
+        raise RequestUnsendable(
+            f"the path holds {bad.group()!r}, which a request target cannot carry unencoded"
+        )
+    for name, value in headers.items():
+        if not _TOKEN.match(name):
+            raise RequestUnsendable(f"{name!r} is not a valid header field name")
+        bad = _BAD_FIELD_VALUE.search(value)
+        if bad:
+            raise RequestUnsendable(
+                f"header {name}: its value holds {bad.group()!r}, which HTTP/1.1 cannot carry"
+            )
 
 
 @dataclass(frozen=True)
@@ -132,6 +166,7 @@ class UpstreamClient:
     def _exchange(
         self, method: str, path: str, body: bytes | None, headers: dict[str, str], timeout: Timeout
     ) -> Reply:
+        check_sendable(path, headers)  # before a connection is taken: nothing goes out
         started = time.monotonic()
         connect_s = min(timeout.connect, timeout.total or timeout.connect)
         try:
@@ -146,7 +181,12 @@ class UpstreamClient:
         try:
             assert conn.sock is not None
             conn.sock.settimeout(read_s)
-            conn.request(method, path, body=body, headers=headers)
+            try:
+                conn.request(method, path, body=body, headers=headers)
+            except (http.client.InvalidURL, ValueError) as exc:
+                # Refused while the request was built, before a byte was sent.
+                conn.close()
+                raise RequestUnsendable(str(exc)) from exc
             response = conn.getresponse()
             data = response.read()
         except TimeoutError as exc:
@@ -169,7 +209,8 @@ class UpstreamClient:
         attempt: int = 1,
         attributes: dict[str, str | int | float | bool] | None = None,
     ) -> Reply:
-        """Send one attempt; raises :class:`UpstreamError` or :class:`UpstreamTimeout`.
+        """Send one attempt; raises :class:`UpstreamError`, :class:`UpstreamTimeout`, or
+        :class:`RequestUnsendable` when nothing could be sent.
 
         ``timeout`` is seconds for connect and read alike, or a :class:`Timeout`;
         ``attributes`` are added to the client span (the gateway's resilience decisions).
@@ -202,7 +243,7 @@ class UpstreamClient:
             if status >= 500:
                 span.set_status(Status(StatusCode.ERROR))
             return reply
-        except UpstreamError as exc:
+        except (UpstreamError, RequestUnsendable) as exc:
             span.record_exception(exc)
             span.set_attribute("error.type", type(exc.__cause__ or exc).__name__)
             span.set_status(Status(StatusCode.ERROR, str(exc)))

@@ -14,14 +14,29 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from typing import Any
 
 from flask import Flask, Response, request
 from opentelemetry import trace
 from werkzeug.exceptions import HTTPException
 
+from servoscope.settings import REPO_ROOT
+
 MEDIA_TYPE = "application/problem+json"
-TYPE_BASE = "https://servoscope.dev/problems/"
+# Every process serves the documentation of each type at this path (docs/problems.md,
+# one section per type), so a problem's ``type`` resolved against the host that
+# answered leads to what it means and what to do.
+TYPE_BASE = "/problems/"
+CATALOGUE = REPO_ROOT / "docs" / "problems.md"
+# Werkzeug's own errors, by status: the problem types they are answered as.
+HTTP_ERROR_TYPES = {
+    400: "bad-request",
+    404: "not-found",
+    405: "method-not-allowed",
+    413: "content-too-large",
+    415: "unsupported-media-type",
+}
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +67,17 @@ class Problem(Exception):
         self.extensions = extensions
 
 
+def type_uri(slug: str) -> str:
+    return TYPE_BASE + slug
+
+
+def catalogue_entry(slug: str) -> str | None:
+    """The section of docs/problems.md that documents ``slug`` (markdown), or None."""
+    text = CATALOGUE.read_text()
+    match = re.search(rf"^## {re.escape(slug)}\n.*?(?=^## |\Z)", text, re.M | re.S)
+    return match.group(0) if match else None
+
+
 def current_trace_id() -> str | None:
     ctx = trace.get_current_span().get_span_context()
     return format(ctx.trace_id, "032x") if ctx.is_valid else None
@@ -59,7 +85,7 @@ def current_trace_id() -> str | None:
 
 def problem_body(problem: Problem, instance: str) -> dict[str, Any]:
     body: dict[str, Any] = {
-        "type": TYPE_BASE + problem.slug,
+        "type": type_uri(problem.slug),
         "title": problem.title,
         "status": problem.status,
         "detail": problem.detail,
@@ -84,11 +110,18 @@ def _from_http_exception(exc: HTTPException) -> Problem:
     title = exc.name
     detail = exc.description or title
     headers = {k: v for k, v in exc.get_headers() if k.lower() not in ("content-type",)}
-    return Problem(status, title, detail, headers=headers)
+    return Problem(status, title, detail, headers=headers, slug=HTTP_ERROR_TYPES.get(status))
 
 
 def install(app: Flask) -> None:
     """Answer every error of ``app`` as problem+json."""
+
+    @app.get(TYPE_BASE + "<slug>")
+    def _problem_type(slug: str) -> Response:
+        entry = catalogue_entry(slug)
+        if entry is None:
+            raise Problem(404, "Not Found", f"no problem type {slug!r}", slug="not-found")
+        return Response(entry, mimetype="text/markdown")
 
     @app.errorhandler(Problem)
     def _problem(exc: Problem) -> Response:

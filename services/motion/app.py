@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from flask import Flask
 
-from services.motion import routes
+from services.motion import contract, routes
 from services.motion.config import load_config
 from services.motion.moves import MoveManager
 from services.motion.servo_link import ServoLink
@@ -23,7 +23,7 @@ SERVICE_NAME = "motion-planner"
 def create_app() -> Flask:
     settings = load()
     config = load_config(settings)
-    app = create_base_app(SERVICE_NAME, settings=settings)
+    app = create_base_app(SERVICE_NAME, settings=settings, operations=contract.operations(config))
     app.extensions["motion.config"] = config
     breaker = BreakerOptions(failures=config.breaker_failures, reset_s=config.breaker_reset_s)
     app.extensions["motion.manager"] = MoveManager(

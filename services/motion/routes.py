@@ -5,6 +5,7 @@ from __future__ import annotations
 from flask import Blueprint, Response, current_app, jsonify
 
 from services.motion.config import MotionConfig
+from services.motion.contract import MAX_LIMIT, MOVE_ID, slowest_limits
 from services.motion.moves import ChannelBusy, MoveManager
 from services.motion.servo_link import ServoUnavailable
 from services.motion.trajectory import PROFILES, PlanningError, plan
@@ -25,6 +26,7 @@ def config() -> MotionConfig:
 
 
 def _move_or_404(move_id: str):
+    MOVE_ID.read(move_id)  # 400 for what cannot be a move id at all
     move = manager().get(move_id)
     if move is None:
         raise Problem(404, "Move Not Found", f"no move with id {move_id!r}", slug="move-not-found")
@@ -54,8 +56,11 @@ def create_move() -> tuple[Response, int, dict[str, str]]:
             "max_velocity": cfg.default_max_velocity,
             "max_acceleration": cfg.default_max_acceleration,
         }
+        slowest = dict(zip(LIMITS, slowest_limits(cfg), strict=True))
         for name, default in defaults.items():
-            limits[name] = number(body, name, minimum=0.1, maximum=100_000.0, default=default)
+            limits[name] = number(
+                body, name, minimum=slowest[name], maximum=MAX_LIMIT, default=default
+            )
     try:
         start = manager().servo.current_angle(channel)
     except ServoUnavailable as exc:
@@ -95,13 +100,13 @@ def list_active_moves() -> Response:
     return jsonify(moves=[move.as_dict() for move in manager().active()])
 
 
-@blueprint.get("/moves/<move_id>")
-def get_move(move_id: str) -> Response:
-    return jsonify(_move_or_404(move_id).as_dict())
+@blueprint.get("/moves/<id>")
+def get_move(id: str) -> Response:
+    return jsonify(_move_or_404(id).as_dict())
 
 
-@blueprint.delete("/moves/<move_id>")
-def cancel_move(move_id: str) -> Response:
-    move = _move_or_404(move_id)
-    manager().cancel(move_id)
+@blueprint.delete("/moves/<id>")
+def cancel_move(id: str) -> Response:
+    move = _move_or_404(id)
+    manager().cancel(id)
     return jsonify(move.as_dict())

@@ -14,7 +14,8 @@ import json
 
 from prometheus_client import Counter, Gauge
 
-from servoscope.outbound import UpstreamClient, UpstreamError
+from servoscope.outbound import RequestUnsendable, UpstreamClient, UpstreamError
+from servoscope.resilience.blame import counts_against_upstream
 from servoscope.resilience.breaker import (
     Breaker,
     BreakerMetrics,
@@ -65,12 +66,15 @@ class ServoLink:
                     timeout=self.timeout_s,
                     attempt=attempt,
                 )
+            except RequestUnsendable as exc:
+                self.breaker.record_outcome(exc)  # not counted: nothing was sent
+                raise ServoUnavailable(f"the setpoint could not be sent: {exc}") from None
             except UpstreamError as exc:
-                self.breaker.record(False)
+                self.breaker.record_outcome(exc)
                 last = f"servo controller unreachable: {exc}"
                 continue
-            self.breaker.record(reply.status < 500)  # a 4xx is our request's fault, not its
-            if reply.status < 500:
+            self.breaker.record_outcome(reply)  # a 4xx is our request's fault, not its
+            if not counts_against_upstream(reply):
                 if reply.status >= 400:
                     detail = _detail(reply.body)
                     raise ServoUnavailable(f"servo controller refused: {reply.status} {detail}")

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from flask import Flask
 
-from services.servo import routes
+from services.servo import contract, routes
 from services.servo.config import ServoConfig, load_config
 from services.servo.controller import ServoController
 from services.servo.device import PySerialLink, SerialLink
@@ -37,6 +37,7 @@ def create_app(config: ServoConfig | None = None, link: SerialLink | None = None
         settings=settings,
         readiness=lambda: (device.active, {"device": config.device, "state": device.state.value}),
         max_body_bytes=MAX_BODY_BYTES,
+        operations=contract.operations(config),
     )
     app.extensions["servo.device"] = device
     app.extensions["servo.controller"] = ServoController(config, device)

@@ -119,10 +119,11 @@ def _channel_settings(values: dict[str, Any], where: str) -> ChannelSettings:
         raise SettingsError(f"{where}: {exc}. Fix the value there.") from None
 
 
-def load_config(settings: Settings) -> ServoConfig:
-    """Read ``[servo]``; a bad value is a SettingsError naming the file, the key and the fix."""
+def load_config(settings: Settings, *, device_needed: bool = True) -> ServoConfig:
+    """Read ``[servo]``; a bad value is a SettingsError naming the file, the key and the fix.
+    ``device_needed=False``: the channels only (the gateway describing the servo's API)."""
     device = os.environ.get("SERVO_PORT") or str(settings.get("servo", "device"))
-    if not device:
+    if not device and device_needed:
         raise SettingsError(
             "no serial device configured: set SERVO_PORT (e.g. SERVO_PORT=/dev/ttyACM0 for a "
             "real Maestro) or [servo] device in servoscope.toml; `make up` sets it to the "

@@ -11,12 +11,13 @@ from collections.abc import Callable
 
 from flask import Blueprint, Response, current_app, jsonify, request
 
+from services.servo.contract import channel_param
 from services.servo.controller import ServoController
 from services.servo.device import DeviceTimeout, DeviceUnavailable, GarbledReply, LineBusy
 from services.servo.device_errors import DeviceReportedErrors
 from services.servo.idempotency import HEADER, IdempotencyCache, StoredResponse, check_key
 from services.servo.idempotency import fingerprint as request_fingerprint
-from servoscope.jsonbody import integer, json_object, number, query_integer, reject_unknown
+from servoscope.jsonbody import integer, json_object, number, reject_unknown
 from servoscope.problems import Problem, problem_response
 
 blueprint = Blueprint("servo", __name__)
@@ -166,7 +167,7 @@ def home() -> Response:
 @blueprint.get("/current-angle")
 def current_angle() -> Response:
     ctl = controller()
-    channel = query_integer("channel", minimum=0, maximum=ctl.config.channel_count - 1)
+    channel = channel_param(ctl.config).read()
     reading = ctl.reading(channel)
     if reading is None:
         raise Problem(

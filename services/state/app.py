@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 
 from flask import Flask, Response, jsonify
 
-from services.state import dependencies, metrics
+from services.state import contract, dependencies, metrics
 from services.state.config import load_config
 from services.state.sections import Section, SectionGatherer
 from servoscope.appfactory import create_app as create_base_app
@@ -32,7 +32,7 @@ SERVICE_NAME = "device-state"
 def create_app() -> Flask:
     settings = load()
     config = load_config(settings)
-    app = create_base_app(SERVICE_NAME, settings=settings)
+    app = create_base_app(SERVICE_NAME, settings=settings, operations=contract.operations(config))
     options = BreakerOptions(failures=config.breaker_failures, reset_s=config.breaker_reset_s)
     local = SharedState.local()  # one breaker per dependency in this worker
 

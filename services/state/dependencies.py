@@ -6,16 +6,13 @@ import time
 from typing import Any
 
 from servoscope.outbound import UpstreamClient
-
-
-class DependencyError(Exception):
-    """A neighbour answered, but not with what /state needs."""
+from servoscope.resilience.blame import AnsweredWith
 
 
 def get_json(client: UpstreamClient, path: str, timeout_s: float) -> Any:
     reply = client.request("GET", path, timeout=timeout_s)
     if reply.status != 200:
-        raise DependencyError(f"{client.name} answered {reply.status}")
+        raise AnsweredWith(reply.status, f"{client.name} answered {reply.status}")
     return reply.json()
 
 

@@ -16,11 +16,12 @@ from opentelemetry import context
 
 
 class Guard(Protocol):
-    """A circuit breaker: ``admit`` raises when open; ``record`` counts the outcome."""
+    """A circuit breaker: ``admit`` raises when open; ``record_outcome`` counts what
+    :func:`~servoscope.resilience.blame.blame` puts on the dependency."""
 
     def admit(self) -> bool: ...
 
-    def record(self, ok: bool) -> None: ...
+    def record_outcome(self, outcome: Any) -> None: ...
 
 
 @dataclass
@@ -77,13 +78,13 @@ class SectionGatherer:
         remaining = max(0.0, self.timeout_s - (time.monotonic() - started))
         try:
             data = outcome.result(timeout=remaining)
-        except FutureTimeout:
-            section.guard.record(False)
+        except FutureTimeout as exc:
+            section.guard.record_outcome(exc)
             return self._unavailable(section, f"no answer within {self.timeout_s}s")
         except Exception as exc:  # any failure of a dependency is this section's problem only
-            section.guard.record(False)
+            section.guard.record_outcome(exc)
             return self._unavailable(section, f"{type(exc).__name__}: {exc}")
-        section.guard.record(True)
+        section.guard.record_outcome(200)
         section.remember(data)
         return {"status": "ok", "data": data}
 

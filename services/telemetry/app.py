@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from flask import Flask
 
-from services.telemetry import routes
+from services.telemetry import contract, routes
 from services.telemetry.config import load_config
 from services.telemetry.retention import start_retention
 from services.telemetry.store import SampleStore
@@ -24,7 +24,12 @@ def create_app() -> Flask:
     settings = load()
     config = load_config(settings)
     store = SampleStore(config.database, busy_timeout_s=config.busy_timeout_s)
-    app = create_base_app(SERVICE_NAME, settings=settings, max_body_bytes=MAX_BODY_BYTES)
+    app = create_base_app(
+        SERVICE_NAME,
+        settings=settings,
+        max_body_bytes=MAX_BODY_BYTES,
+        operations=contract.operations(config),
+    )
     app.extensions["telemetry.store"] = store
     app.extensions["telemetry.config"] = config
     app.register_blueprint(routes.blueprint)

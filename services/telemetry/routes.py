@@ -5,14 +5,14 @@ from __future__ import annotations
 from flask import Blueprint, Response, current_app, jsonify, request
 
 from services.telemetry.config import TelemetryConfig
+from services.telemetry.contract import CHANNEL, CURSOR, LIMIT, SINCE, UNTIL
 from services.telemetry.metrics import BATCHES_REJECTED, SAMPLES_STORED
-from services.telemetry.samples import MAX_CHANNEL, parse_batch
+from services.telemetry.samples import parse_batch
 from services.telemetry.store import IdempotencyConflict, SampleStore
-from servoscope.jsonbody import invalid, json_value, query_integer
+from servoscope.jsonbody import invalid, json_value
 from servoscope.problems import Problem
 
 blueprint = Blueprint("telemetry", __name__)
-MAX_PAGE = 1000
 
 
 def store() -> SampleStore:
@@ -48,30 +48,14 @@ def post_samples() -> tuple[Response, int, dict[str, str]]:
     return jsonify(receipt.as_dict()), 202, headers
 
 
-def _query_time(name: str) -> float | None:
-    raw = request.args.get(name)
-    if raw is None:
-        return None
-    try:
-        return float(raw)
-    except ValueError:
-        raise invalid(name, f"{name!r} must be a Unix time in seconds; got {raw!r}") from None
-
-
 @blueprint.get("/samples")
 def get_samples() -> Response:
-    channel = (
-        query_integer("channel", minimum=0, maximum=MAX_CHANNEL)
-        if "channel" in request.args
-        else None
-    )
-    limit = query_integer("limit", minimum=1, maximum=MAX_PAGE, default=100)
-    cursor = query_integer("cursor", minimum=0, maximum=2**62, default=0)
+    limit = LIMIT.read()
     samples = store().query(
-        channel=channel,
-        since=_query_time("since"),
-        until=_query_time("until"),
-        after_id=cursor,
+        channel=CHANNEL.read(),
+        since=SINCE.read(),
+        until=UNTIL.read(),
+        after_id=CURSOR.read(),
         limit=limit,
     )
     next_cursor = str(samples[-1]["id"]) if len(samples) == limit else None

@@ -28,6 +28,8 @@ import pybreaker
 import redis
 from prometheus_client import Counter, Gauge
 
+from servoscope.outbound import Reply
+from servoscope.resilience.blame import Blame, blame
 from servoscope.resilience.sharedstate import SharedState
 
 CLOSED, OPEN, HALF_OPEN = pybreaker.STATE_CLOSED, pybreaker.STATE_OPEN, pybreaker.STATE_HALF_OPEN
@@ -274,6 +276,14 @@ class Breaker:
             # pybreaker raises on the failure that trips it; here we only count.
             with contextlib.suppress(UpstreamFailure, pybreaker.CircuitBreakerError):
                 state._handle_error(UpstreamFailure(), reraise=False)
+
+    def record_outcome(self, outcome: Reply | int | BaseException) -> None:
+        """Count an admitted call by :func:`~servoscope.resilience.blame.blame`: the
+        upstream's failures fail it, its answers succeed it, and a request that never
+        went out (the caller's fault) is not counted at all."""
+        fault = blame(outcome)
+        if fault is not Blame.CALLER:
+            self.record(fault is Blame.NONE)
 
     def force(self, action: str) -> None:
         """Admin: ``open``, ``close`` or ``reset`` (close and forget the counters)."""

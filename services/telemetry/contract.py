@@ -1,0 +1,88 @@
+"""The telemetry logger's HTTP contract: the source of its ``/openapi.json``, of the
+gateway's description of ``/api/telemetry``, and of its query parameters' checks."""
+
+from __future__ import annotations
+
+from services.telemetry.config import TelemetryConfig
+from services.telemetry.samples import ANGLE_LIMIT, FIELDS, MAX_CHANNEL, TS_MAX, TS_MIN
+from servoscope.contract import Operation, Param
+
+MAX_PAGE = 1000
+CHANNEL = Param(
+    "channel", "query", {"type": "integer", "minimum": 0, "maximum": MAX_CHANNEL}, required=False
+)
+LIMIT = Param(
+    "limit", "query", {"type": "integer", "minimum": 1, "maximum": MAX_PAGE, "default": 100}, False
+)
+CURSOR = Param(
+    "cursor",
+    "query",
+    {"type": "integer", "minimum": 0, "maximum": 2**62, "default": 0},
+    required=False,
+    description="next_cursor of the previous page",
+)
+SINCE = Param("since", "query", {"type": "number", "minimum": 0}, False, "Unix time, seconds")
+UNTIL = Param("until", "query", {"type": "number", "minimum": 0}, False, "Unix time, seconds")
+IDEMPOTENCY_KEY = Param(
+    "Idempotency-Key",
+    "header",
+    {"type": "string", "minLength": 1, "maxLength": 255, "pattern": "^[!-~]([ -~]*[!-~])?$"},
+    required=False,
+    description="makes a resent batch stored once",
+)
+
+
+def operations(config: TelemetryConfig) -> list[Operation]:
+    angle = {"type": "number", "minimum": -ANGLE_LIMIT, "maximum": ANGLE_LIMIT}
+    sample = {
+        "type": "object",
+        "required": sorted(FIELDS),
+        "additionalProperties": False,
+        "properties": {
+            "channel": {"type": "integer", "minimum": 0, "maximum": MAX_CHANNEL},
+            "angle": angle,
+            "target_angle": angle,
+            "ts": {"type": "number", "minimum": TS_MIN, "maximum": TS_MAX},
+        },
+    }
+    return [
+        Operation(
+            "POST",
+            "/samples",
+            "store a batch of samples, all or none (202 once durable)",
+            {
+                202: "stored (or replayed for a repeated Idempotency-Key)",
+                422: "the batch or some of its samples are invalid (`errors` lists each), or "
+                "the Idempotency-Key was used for another batch",
+            },
+            params=(IDEMPOTENCY_KEY,),
+            body={"type": "array", "minItems": 1, "maxItems": config.max_batch, "items": sample},
+            returns={
+                "type": "object",
+                "required": ["accepted"],
+                "properties": {"accepted": {"type": "integer"}},
+            },
+        ),
+        Operation(
+            "GET",
+            "/samples",
+            "stored samples, oldest first, a page at a time",
+            {200: "a page of samples and the cursor of the next (null at the end)"},
+            params=(CHANNEL, SINCE, UNTIL, LIMIT, CURSOR),
+            returns={
+                "type": "object",
+                "required": ["samples", "next_cursor"],
+                "properties": {
+                    "samples": {"type": "array"},
+                    "next_cursor": {"type": ["string", "null"]},
+                },
+            },
+        ),
+        Operation(
+            "GET",
+            "/stats",
+            "how many samples are stored, per channel, and the retention in force",
+            {200: "the figures"},
+            returns={"type": "object", "required": ["samples", "retention"]},
+        ),
+    ]
