@@ -71,6 +71,8 @@ def integer(
     value = body.get(field, default)
     if value is None:
         raise invalid(field, f"{field!r} is required: an integer from {minimum} to {maximum}")
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)  # JSON has one number type: 4.0 is the integer 4 (JSON Schema too)
     if isinstance(value, bool) or not isinstance(value, int):
         raise invalid(field, f"{field!r} must be an integer; got {type(value).__name__}")
     if not minimum <= value <= maximum:
@@ -96,19 +98,3 @@ def number(
     if not math.isfinite(value) or not minimum <= value <= maximum:
         raise invalid(field, f"{field!r} must be from {minimum} to {maximum}; got {value}")
     return float(value)
-
-
-def query_integer(name: str, *, minimum: int, maximum: int, default: int | None = None) -> int:
-    """An integer query parameter, validated like a body field."""
-    raw = request.args.get(name)
-    if raw is None:
-        if default is None:
-            raise invalid(name, f"query parameter {name!r} is required")
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise invalid(name, f"query parameter {name!r} must be an integer; got {raw!r}") from None
-    if not minimum <= value <= maximum:
-        raise invalid(name, f"{name!r} must be from {minimum} to {maximum}; got {value}")
-    return value

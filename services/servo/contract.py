@@ -33,15 +33,6 @@ def channel_param(config: ServoConfig) -> Param:
     return Param("channel", "query", schema)
 
 
-IDEMPOTENCY_KEY = Param(
-    "Idempotency-Key",
-    "header",
-    {"type": "string", "minLength": 1, "maxLength": 255, "pattern": "^[!-~]([ -~]*[!-~])?$"},
-    required=False,
-    description="a retried command with the same key is applied once",
-)
-
-
 def operations(config: ServoConfig) -> list[Operation]:
     channel = channel_param(config).schema
     low, high = _widest(config, "angle_range")
@@ -60,9 +51,9 @@ def operations(config: ServoConfig) -> list[Operation]:
         Operation(
             "POST",
             "/set-position",
-            "move one channel to an angle (Idempotency-Key makes a retry apply once)",
+            "move one channel to an angle; an `Idempotency-Key` header (1-255 printable ASCII "
+            "characters, new per command) makes a retried command apply once",
             {200: "the command was written to the device", **DEVICE_ANSWERS, **IDEMPOTENCY_ANSWERS},
-            params=(IDEMPOTENCY_KEY,),
             body={
                 "type": "object",
                 "required": ["channel", "angle"],
@@ -106,9 +97,8 @@ def operations(config: ServoConfig) -> list[Operation]:
         Operation(
             "POST",
             "/home",
-            "every channel to its home position (Idempotency-Key makes a retry apply once)",
+            "every channel to its home position (`Idempotency-Key` as for set-position)",
             {200: "the targets set", **DEVICE_ANSWERS, **IDEMPOTENCY_ANSWERS},
-            params=(IDEMPOTENCY_KEY,),
             body={"type": "object", "additionalProperties": False, "maxProperties": 0},
             body_required=False,
             returns={"type": "object", "required": ["targets"]},

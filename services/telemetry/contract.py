@@ -23,13 +23,6 @@ CURSOR = Param(
 )
 SINCE = Param("since", "query", {"type": "number", "minimum": 0}, False, "Unix time, seconds")
 UNTIL = Param("until", "query", {"type": "number", "minimum": 0}, False, "Unix time, seconds")
-IDEMPOTENCY_KEY = Param(
-    "Idempotency-Key",
-    "header",
-    {"type": "string", "minLength": 1, "maxLength": 255, "pattern": "^[!-~]([ -~]*[!-~])?$"},
-    required=False,
-    description="makes a resent batch stored once",
-)
 
 
 def operations(config: TelemetryConfig) -> list[Operation]:
@@ -49,13 +42,13 @@ def operations(config: TelemetryConfig) -> list[Operation]:
         Operation(
             "POST",
             "/samples",
-            "store a batch of samples, all or none (202 once durable)",
+            "store a batch of samples, all or none (202 once durable); an `Idempotency-Key` "
+            "header (1-255 characters, new per batch) makes a resent batch stored once",
             {
                 202: "stored (or replayed for a repeated Idempotency-Key)",
                 422: "the batch or some of its samples are invalid (`errors` lists each), or "
                 "the Idempotency-Key was used for another batch",
             },
-            params=(IDEMPOTENCY_KEY,),
             body={"type": "array", "minItems": 1, "maxItems": config.max_batch, "items": sample},
             returns={
                 "type": "object",

@@ -8,7 +8,8 @@ import pytest
 from flask import Flask, jsonify
 
 from servoscope import problems
-from servoscope.jsonbody import integer, json_object, number, query_integer, reject_unknown
+from servoscope.contract import Param
+from servoscope.jsonbody import integer, json_object, number, reject_unknown
 
 
 @pytest.fixture
@@ -28,7 +29,8 @@ def client():
 
     @app.get("/read")
     def read():
-        return jsonify(channel=query_integer("channel", minimum=0, maximum=5))
+        channel = Param("channel", "query", {"type": "integer", "minimum": 0, "maximum": 5})
+        return jsonify(channel=channel.read())
 
     @app.get("/boom")
     def boom():
