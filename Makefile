@@ -68,5 +68,6 @@ previews: venv tools ## PNGs of the Grafana dashboards in docs/dashboards/, draw
 	@$(PY) -m observability.grafana.render_previews
 
 EXPERIMENT ?=
-chaos: venv tools ## the chaos suite on fresh stacks, protected and control runs (EXPERIMENT=servo-hang for one)
-	@$(PY) -m chaos $(EXPERIMENT) --results $(RESULTS)/chaos-$$(date +%Y%m%d-%H%M%S)
+HOG ?=
+chaos: venv tools ## the chaos suite on fresh stacks, protected and control runs (EXPERIMENT=servo-hang for one; HOG=1: with every core kept busy)
+	@$(PY) -m chaos $(EXPERIMENT) $(if $(HOG),--hog) --results $(RESULTS)/chaos-$$(date +%Y%m%d-%H%M%S)

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 from pathlib import Path
 
 from chaos import runner
+from chaos.hog import cpu_hog
+
+HOG_LIMIT_S = 1500  # the loops end by themselves after this, even if the suite never does
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -20,10 +24,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--no-control", action="store_true", help="skip the runs with protection switched off"
     )
+    parser.add_argument(
+        "--hog",
+        action="store_true",
+        help="keep every core busy (busy loops at normal priority) while the suite runs",
+    )
     args = parser.parse_args(argv)
     chosen = runner.experiments(args.experiments)
     results = args.results or runner.default_results()
-    outcomes = runner.run_suite(chosen, results, control=not args.no_control)
+    with contextlib.ExitStack() as hogged:
+        if args.hog:
+            pids = hogged.enter_context(cpu_hog(limit_s=HOG_LIMIT_S))
+            print(f"==> CPU hog: busy loops {pids} at normal priority", flush=True)
+        outcomes = runner.run_suite(chosen, results, control=not args.no_control)
     print(f"\n{(results / 'summary.md').read_text()}\njournals and traces: {results}/")
     wrong = runner.verdict(outcomes)
     for line in wrong:

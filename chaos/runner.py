@@ -16,6 +16,7 @@ from __future__ import annotations
 import copy
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -31,6 +32,7 @@ from servoscope.settings import REPO_ROOT
 from stack.ephemeral import DEV_KEY, Stack, http, start_stack
 
 EXPERIMENTS_DIR = REPO_ROOT / "chaos" / "experiments"
+BREACH = re.compile(r"\[(\w+)\] ")
 ROUTES_FILE = REPO_ROOT / "gateway" / "routes.yaml"
 CHAOS = Path(sys.executable).with_name("chaos")
 RUN_TIMEOUT_S = 180
@@ -46,8 +48,9 @@ class Experiment:
     control_reason: str  # why there is no control run, when there is none
     settings: dict[str, str] = field(default_factory=dict)  # SERVOSCOPE_* for its stacks
     routes: dict[str, Any] = field(default_factory=dict)  # merged into routes.yaml
-    # A hypothesis this machine is known not to meet: {activity: <probe name>, reason: ...}.
-    # Only that probe's failure is tolerated in the protected run; anything else still fails.
+    # A figure this machine is known not to meet: {activity: <probe name>, figure: <the
+    # probe's tag, e.g. p95>, reason: ...}. Only a failure of that probe in that one figure
+    # is tolerated in the protected run; its other figures and everything else still judge.
     known_failure: dict[str, str] = field(default_factory=dict)
     # Whose traces to keep: a rejected (``rejected`` status) and a recovered request.
     trace_route: str = "/api/servo/set-position"
@@ -231,11 +234,20 @@ def run_one(experiment: Experiment, protected: bool, results: Path) -> Outcome:
 
 
 def only_known_failure(experiment: Experiment, judgement: Judgement) -> bool:
-    """The run failed, and only in the probe its experiment declares a known failure."""
+    """The run failed, and only in the one figure of the probe its experiment declares a
+    known failure: every reason is that probe's, and every figure it broke (the probes
+    tag each: ``[p95] ...``, :func:`chaos.probes.breach`) is the declared one."""
     activity = experiment.known_failure.get("activity")
+    figure = experiment.known_failure.get("figure")
     prefix = f"method activity failed: {activity}: "
     reasons = judgement.reasons
-    return bool(activity and reasons) and all(r.startswith(prefix) for r in reasons)
+    if not (activity and figure and reasons):
+        return False
+    for reason in reasons:
+        figures = set(BREACH.findall(reason.split(" -- ", 1)[0]))
+        if not reason.startswith(prefix) or figures != {figure}:
+            return False
+    return True
 
 
 def _known(outcome: Outcome) -> bool:

@@ -33,6 +33,7 @@ _pool = urllib3.PoolManager(maxsize=64, retries=False)
 KEPT_HEADERS = ("Retry-After", "Warning", "Age")
 IN_FLIGHT_GRACE_S = 1.0  # a judged window ends this long before now
 MAX_IN_FLIGHT = 64  # per route: beyond it, sends queue (each is bounded by its timeout)
+WARMUP_S = 3.0  # traffic before the baseline starts
 
 
 @dataclass(frozen=True)
@@ -142,9 +143,17 @@ def _loop(gateway_url: str, api_key: str, route: dict[str, Any], rate: float, un
 
 
 def start_traffic(
-    gateway_url: str, api_key: str, routes: list[str], rate_per_route: float, duration_s: float
+    gateway_url: str,
+    api_key: str,
+    routes: list[str],
+    rate_per_route: float,
+    duration_s: float,
+    warmup_s: float = WARMUP_S,
 ) -> int:
     """Start one sender per named route; each stops by itself after ``duration_s``.
+    The ``start`` mark (where baselines begin) comes after ``warmup_s``: the first
+    requests open connections and fill caches on both sides, and judging them would
+    compare a cold start with a warm fault.
 
     What earlier probes sent stays recorded: the command angles keep counting up and
     their answers count in the after-the-fact checks."""
@@ -161,7 +170,7 @@ def start_traffic(
         )
         thread.start()
         _traffic.threads.append(thread)
-    mark("start")
+    mark("start", settle_s=warmup_s)
     return len(routes)
 
 

@@ -361,7 +361,7 @@ class _Slot:
 
     def __enter__(self) -> None:
         try:
-            self._held = self.bulkhead.slot(self.call.deadline.remaining())
+            self._held = self.bulkhead.slot(self.call.deadline.remaining(), self.call.key_name)
             waited = self._held.__enter__()
         except BulkheadFull as exc:
             metrics.BULKHEAD_REJECTIONS.labels(self.bulkhead.upstream).inc()

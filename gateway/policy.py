@@ -39,11 +39,18 @@ class DeadlineOptions:
 
 @dataclass(frozen=True)
 class BulkheadOptions:
-    """Per upstream: at most ``max_concurrent`` calls; wait at most ``max_wait_s`` for a slot."""
+    """Per upstream: at most ``max_concurrent`` calls; wait at most ``max_wait_s`` for a slot;
+    one API key holds at most ``max_share`` of the slots, so one client's burst cannot take
+    the slots another client's requests need."""
 
     enabled: bool = True
     max_concurrent: int = 8
     max_wait_s: float = 0.0
+    max_share: float = 0.5
+
+    @property
+    def per_key(self) -> int:
+        return max(1, int(self.max_concurrent * self.max_share))
 
 
 @dataclass(frozen=True)

@@ -158,6 +158,8 @@ def _upstream(name: str, entry: Any, defaults: dict, settings: Settings, where: 
         for key, cls in UPSTREAM_POLICY.items()
     }
     positive(options["bulkhead"].max_concurrent, f"{where}.bulkhead.max_concurrent")
+    if not 0 < options["bulkhead"].max_share <= 1:
+        raise RouteConfigError(f"{where}.bulkhead.max_share: a fraction of the slots, 0 < x <= 1")
     positive(options["breaker"].failures, f"{where}.breaker.failures")
     positive(options["breaker"].half_open_probes, f"{where}.breaker.half_open_probes")
     positive(options["retry_budget"].window_s, f"{where}.retry_budget.window_s")

@@ -85,20 +85,22 @@ def test_the_summary_has_one_row_per_experiment_with_both_runs() -> None:
     assert "1.5 s" in row
 
 
-def test_a_known_failure_tolerates_only_its_own_probe() -> None:
+def test_a_known_failure_tolerates_only_its_own_figure() -> None:
     spike = next(e for e in ALL if e.name == "traffic-spike")
-    assert spike.known_failure["activity"] == "isolation"
+    assert (spike.known_failure["activity"], spike.known_failure["figure"]) == ("isolation", "p95")
 
     def run(*reasons: str) -> runner.Outcome:
         return runner.Outcome(
             spike, True, Judgement(spike.title, list(reasons)), Path("j"), None, 1
         )
 
-    known = run("method activity failed: isolation: isolation broken: p95 ...")
+    p95 = "method activity failed: isolation: isolation broken: [p95] moves: 3 x baseline"
+    known = run(p95 + " -- {}")
     assert runner.verdict([known]) == []
     assert "not met here" in runner.summary([known])
-    other = run(
-        "method activity failed: isolation: isolation broken: p95 ...",
-        "rollbacks skipped: 0 of 2 played",
-    )
+    other = run(p95, "rollbacks skipped: 0 of 2 played")
     assert runner.verdict([other]), "a failure beyond the declared probe still fails the suite"
+    # The same probe, another figure: the first client's success ratio still judges.
+    success = run(p95 + "; [success] state: 98.57% ok < 99.5% -- {}")
+    assert runner.verdict([success]), "a second figure of the same probe still fails the suite"
+    assert runner.verdict([run("method activity failed: isolation: untagged")])
