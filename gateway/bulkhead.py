@@ -5,7 +5,8 @@ with 503 (at once, or after ``max_wait_s``) while the worker keeps serving every
 route. Per worker on purpose: the resource it protects is this process's capacity (its
 greenlets under gevent, its threads under gthread).
 
-One API key holds at most ``max_share`` of an upstream's slots: a second client's burst,
+One API key holds at most ``max_share`` of an upstream's slots (all of them unless the
+table says less; the stack's routes.yaml gives each key half of 16): a second client's burst,
 admitted by its own rate limit, fills its share and is refused there, while the first
 client's requests still find theirs (measured in the traffic-spike experiment: without
 the share, a burst under another key took every slot and the first client's device-state

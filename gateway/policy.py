@@ -46,7 +46,7 @@ class BulkheadOptions:
     enabled: bool = True
     max_concurrent: int = 8
     max_wait_s: float = 0.0
-    max_share: float = 0.5
+    max_share: float = 1.0
 
     @property
     def per_key(self) -> int:

@@ -14,7 +14,8 @@ from stack.ephemeral import Stack, answers_ok, ephemeral_stack, http, wait_for
 def start_move(stack: Stack, **body) -> dict:
     reply = stack.api("POST", "/api/motion/moves", body=json.dumps(body))
     assert reply.status == 202, reply.body
-    assert reply.headers["Location"] == f"/moves/{reply.json()['id']}"
+    # The planner's own path, said as the client calls it: GET it through the gateway.
+    assert reply.headers["Location"] == f"/api/motion/moves/{reply.json()['id']}"
     return reply.json()
 
 
@@ -88,7 +89,9 @@ def test_bad_moves_are_problems(stack: Stack) -> None:
         reply = stack.api("POST", "/api/motion/moves", body=json.dumps(body))
         assert reply.status == 422, (body, reply.body)
         assert reply.json()["field"] == field
-    assert stack.api("GET", "/api/motion/moves/nope").status == 404
+    malformed = stack.api("GET", "/api/motion/moves/nope")
+    assert (malformed.status, malformed.json()["field"]) == (400, "id")
+    assert stack.api("GET", "/api/motion/moves/0123456789abcdef").status == 404
 
 
 def test_servo_killed_mid_move_fails_the_move_and_stops_the_stream(tmp_path) -> None:
