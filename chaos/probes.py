@@ -188,6 +188,17 @@ def breach(figure: str, text: str) -> str:
     return f"[{figure}] {text}"
 
 
+def _machine_slowdown(since: str) -> float:
+    """How much slower the bystander (a trivial server beside the stack, see
+    :mod:`chaos.traffic`) answered since ``since`` than in the baseline: what the
+    machine's load alone did to every process over those seconds (at least 1)."""
+    before = traffic.figures(traffic.window(traffic.BYSTANDER, "start", "fault"))["p95_ms"]
+    during = traffic.figures(traffic.window(traffic.BYSTANDER, since))["p95_ms"]
+    if not (before > 0 and during > 0):  # NaN when it has no answers: nothing to take out
+        return 1.0
+    return max(1.0, during / before)
+
+
 def isolation(
     unaffected: list[str],
     degraded: list[str] | None = None,
@@ -219,17 +230,22 @@ def isolation(
     before_p95 = traffic.figures(pooled_before)["p95_ms"]
     during_p95 = traffic.figures(pooled_during)["p95_ms"]
     ratio = during_p95 / before_p95 if before_p95 else math.inf
+    machine = _machine_slowdown(since)
+    judged = ratio / machine
     report["unaffected_p95"] = {
         "baseline_ms": before_p95,
         "during_ms": during_p95,
         "ratio": round(ratio, 2),
+        "machine_slowdown": round(machine, 2),
+        "judged_ratio": round(judged, 2),
     }
-    if ratio > max_p95_ratio:
+    if judged > max_p95_ratio:
         broken.append(
             breach(
                 "p95",
                 f"{', '.join(unaffected)}: {during_p95} ms = {ratio:.2f} x baseline "
-                f"{before_p95} ms > {max_p95_ratio}x",
+                f"{before_p95} ms, {judged:.2f}x beyond the machine's own slowdown "
+                f"({machine:.2f}x) > {max_p95_ratio}x",
             )
         )
     if broken:
@@ -249,14 +265,27 @@ def fails_fast(
     p99 <= 1/10 of ``attempt_timeout_s`` — the wait the protection saves each request
     (without it every call sits out its attempt timeout, then its retries). Judged
     against that rather than a fixed figure, the verdict means the same on an idle
-    machine and on one whose cores other jobs keep busy.
+    machine and on one whose cores other jobs keep busy; where the load is such that even
+    healthy routes answer slower than that, a refusal must not be slower than their p99
+    over the same seconds (without the protection, it waits the timeout and more).
 
     Every ``breaker_reset_s`` the breaker half-opens and lets one request through to
     learn whether the upstream is back; that probe waits like any call to the sick
     upstream. Those requests (one per reset period) are not the open breaker's
     answers and are left out, the slowest first."""
-    max_p99_ms = attempt_timeout_s * 1000 / 10
-    report: dict[str, Any] = {"max_p99_ms": max_p99_ms}
+    # A refusal saves the attempt timeout: it must cost at most a tenth of it. On a machine
+    # so loaded that no answer at all comes back that fast, it must still be no slower
+    # than a healthy answer from the same stack in the same seconds.
+    healthy = [
+        a
+        for name in {a.route for a in traffic.current().answers}
+        if name not in broken and name != traffic.BYSTANDER
+        for a in traffic.window(name, "open")
+        if 200 <= a.status < 300
+    ]
+    healthy_p99 = traffic.figures(healthy)["p99_ms"] if healthy else 0.0
+    max_p99_ms = max(attempt_timeout_s * 1000 / 10, healthy_p99)
+    report: dict[str, Any] = {"max_p99_ms": max_p99_ms, "healthy_p99_ms": healthy_p99}
     problems: list[str] = []
     for route in broken:
         whole = traffic.window(route, "fault")

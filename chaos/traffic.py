@@ -9,8 +9,13 @@ with its time, status, latency and the headers a probe judges (``Retry-After``,
 Commands and telemetry batches are remembered so that, afterwards, a probe can prove
 no command reached the device twice and no accepted sample was lost.
 
+A bystander runs beside the stack: a trivial HTTP server in a process of its own on
+loopback, asked at the same pace as every route. It shares the machine, not the stack, so
+what happens to its latency is what the machine's load (other jobs, a CPU hog) did over
+the same seconds; the probes take that out of their ratios.
+
 Loops are bounded: each stops after ``duration_s`` by itself; traffic goes only to
-the gateway URL given (the stack's, on loopback).
+the gateway URL given (the stack's, on loopback) and to the bystander (loopback).
 """
 
 from __future__ import annotations
@@ -18,6 +23,10 @@ from __future__ import annotations
 import itertools
 import json
 import math
+import socket
+import subprocess
+import sys
+import tempfile
 import threading
 import time
 import uuid
@@ -34,6 +43,7 @@ KEPT_HEADERS = ("Retry-After", "Warning", "Age")
 IN_FLIGHT_GRACE_S = 1.0  # a judged window ends this long before now
 MAX_IN_FLIGHT = 64  # per route: beyond it, sends queue (each is bounded by its timeout)
 WARMUP_S = 3.0  # traffic before the baseline starts
+BYSTANDER = "bystander"
 
 
 @dataclass(frozen=True)
@@ -60,6 +70,7 @@ class Traffic:
     commands: list[tuple[float, int]] = field(default_factory=list)  # (angle, status)
     accepted_ts: list[float] = field(default_factory=list)  # samples answered 202
     base_ts: float = field(default_factory=lambda: float(int(time.time())))
+    bystander: subprocess.Popen | None = None
 
 
 _traffic = Traffic()
@@ -109,7 +120,7 @@ def send(gateway_url: str, api_key: str, route: dict[str, Any], timeout_s: float
     try:
         reply = _pool.request(
             route["method"],
-            gateway_url + route["path"],
+            route.get("url") or gateway_url + route["path"],
             body=None if body is None else json.dumps(body).encode(),
             headers=headers,
             timeout=urllib3.Timeout(total=timeout_s),
@@ -161,7 +172,8 @@ def start_traffic(
     _traffic.stop = threading.Event()
     _traffic.threads = []
     until = time.monotonic() + duration_s
-    for route in catalogue.lookup(routes):
+    bystander = _start_bystander(duration_s)
+    for route in [*catalogue.lookup(routes), bystander]:
         thread = threading.Thread(
             target=_loop,
             args=(gateway_url, api_key, route, rate_per_route, until),
@@ -172,6 +184,30 @@ def start_traffic(
         _traffic.threads.append(thread)
     mark("start", settle_s=warmup_s)
     return len(routes)
+
+
+def _start_bystander(duration_s: float) -> dict[str, Any]:
+    """A trivial HTTP server in its own process (ending by itself after the traffic), and
+    the route that asks it; it waits until the server accepts connections."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    _traffic.bystander = subprocess.Popen(
+        [
+            *("timeout", str(int(duration_s + 30))),
+            *(sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1"),
+            *("--directory", tempfile.mkdtemp(prefix="chaos-bystander-")),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        with socket.socket() as client:
+            if client.connect_ex(("127.0.0.1", port)) == 0:
+                break
+        time.sleep(0.05)
+    return {"name": BYSTANDER, "method": "GET", "path": "/", "url": f"http://127.0.0.1:{port}/"}
 
 
 def mark(label: str, settle_s: float = 0.0) -> float:
@@ -186,6 +222,10 @@ def stop_traffic() -> int:
     _traffic.stop.set()
     for thread in _traffic.threads:
         thread.join(timeout=15)
+    if _traffic.bystander is not None:
+        _traffic.bystander.terminate()  # by its pid: the `timeout` wrapping the server
+        _traffic.bystander.wait(timeout=10)
+        _traffic.bystander = None
     return len(_traffic.answers)
 
 

@@ -55,7 +55,7 @@ def _operation(route: Route, op: RouteOperation, contracts: Contracts) -> dict[s
     )
 
 
-def _links(paths: dict[str, dict[str, Any]], table: RouteTable) -> None:
+def _links(paths: dict[str, dict[str, Any]]) -> None:
     """A created resource's id leads to the operations on it (the stateful phase of a
     contract fuzzer follows them): POST <prefix>/x answers an id, <prefix>/x/{id} takes it."""
     for path, methods in paths.items():
@@ -86,7 +86,7 @@ def document(table: RouteTable, contracts: Contracts | None = None) -> dict[str,
             paths.setdefault(route.prefix + op.path, {})[op.method.lower()] = _operation(
                 route, op, contracts
             )
-    _links(paths, table)
+    _links(paths)
     for path in ("/healthz", "/readyz"):
         paths[path] = {"get": contract.health_operation(path)}
     return contract.document(
