@@ -1,10 +1,8 @@
-"""The chaos suite as the README runs it: `make chaos HOG=1` and `make chaos EXPERIMENT=...`.
+"""The chaos suite as the README runs it: `make chaos` and `make chaos EXPERIMENT=...`.
 
 Every experiment runs on fresh stacks twice: with its protection (it must hold) and,
 where a switch exists, with that protection off (it must break). The runner exits
-non-zero unless both are true, and each run is judged from its journal. The whole suite
-runs with a busy loop on every core at normal priority (HOG=1), so its verdicts are the
-ones a machine shared with other jobs gets.
+non-zero unless both are true, and each run is judged from its journal.
 """
 
 from __future__ import annotations
@@ -38,11 +36,9 @@ def make_chaos(results: Path, *args: str) -> tuple[Path, str]:
 
 
 @pytest.mark.timeout(1560)
-def test_make_chaos_holds_with_protection_and_breaks_without_on_busy_cores(
-    tmp_path: Path,
-) -> None:
-    run, output = make_chaos(tmp_path, "HOG=1")
-    assert "==> CPU hog: busy loops" in output
+def test_make_chaos_holds_with_protection_and_breaks_without(tmp_path: Path) -> None:
+    run, output = make_chaos(tmp_path)
+    assert "CPU hog" not in output
     rows = (run / "summary.md").read_text().splitlines()[2:]
     assert len(rows) == len(runner.experiments()) == 8
     for experiment in runner.experiments():
@@ -67,7 +63,6 @@ def test_make_chaos_holds_with_protection_and_breaks_without_on_busy_cores(
 
 @pytest.mark.timeout(300)
 def test_make_chaos_runs_one_experiment_by_name(tmp_path: Path) -> None:
-    run, output = make_chaos(tmp_path, "EXPERIMENT=servo-hang")
-    assert "CPU hog" not in output
+    run, _ = make_chaos(tmp_path, "EXPERIMENT=servo-hang")
     journals = sorted(path.name for path in run.glob("*.journal.json"))
     assert journals == ["servo-hang-control.journal.json", "servo-hang-protected.journal.json"]
