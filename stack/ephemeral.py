@@ -138,11 +138,13 @@ def stack_env(run_dir: Path, **overrides: str) -> dict[str, str]:
 
 def standalone_env(port: int, **overrides: str) -> dict[str, str]:
     """Environment for one service under gunicorn outside any stack (``gunicorn_argv``):
-    bound to ``port`` on loopback, tracing off, no settings inherited from the caller."""
+    bound to ``port`` on loopback, tracing and streams off (a test turns streams on with
+    its own Redis), no settings inherited from the caller."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("SERVOSCOPE_")}
     env.update(
         SERVOSCOPE_BIND=f"127.0.0.1:{port}",
         SERVOSCOPE_TELEMETRY_ENABLED="false",
+        SERVOSCOPE_STREAMS_ENABLED="false",
         PYTHONPATH=str(REPO_ROOT),
     )
     env.update(overrides)

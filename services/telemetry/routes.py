@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import math
+
 from flask import Blueprint, Response, current_app, jsonify, request
 
 from services.telemetry.config import TelemetryConfig
+from services.telemetry.ingest import EVENT_KINDS
 from services.telemetry.metrics import BATCHES_REJECTED, SAMPLES_STORED
 from services.telemetry.samples import MAX_CHANNEL, parse_batch
-from services.telemetry.store import IdempotencyConflict, SampleStore
+from services.telemetry.store import IdempotencyConflict, TelemetryStore
 from servoscope.jsonbody import invalid, json_value, query_integer
 from servoscope.problems import Problem
 
@@ -15,7 +18,7 @@ blueprint = Blueprint("telemetry", __name__)
 MAX_PAGE = 1000
 
 
-def store() -> SampleStore:
+def store() -> TelemetryStore:
     return current_app.extensions["telemetry.store"]
 
 
@@ -53,22 +56,31 @@ def _query_time(name: str) -> float | None:
     if raw is None:
         return None
     try:
-        return float(raw)
+        value = float(raw)
     except ValueError:
-        raise invalid(name, f"{name!r} must be a Unix time in seconds; got {raw!r}") from None
+        value = math.nan
+    if not math.isfinite(value):
+        raise invalid(name, f"{name!r} must be a Unix time in seconds; got {raw!r}")
+    return value
+
+
+def _channel() -> int | None:
+    if "channel" not in request.args:
+        return None
+    return query_integer("channel", minimum=0, maximum=MAX_CHANNEL)
+
+
+def _page() -> tuple[int, int]:
+    """(limit, cursor): the page size and the id after which the page starts."""
+    limit = query_integer("limit", minimum=1, maximum=MAX_PAGE, default=100)
+    return limit, query_integer("cursor", minimum=0, maximum=2**62, default=0)
 
 
 @blueprint.get("/samples")
 def get_samples() -> Response:
-    channel = (
-        query_integer("channel", minimum=0, maximum=MAX_CHANNEL)
-        if "channel" in request.args
-        else None
-    )
-    limit = query_integer("limit", minimum=1, maximum=MAX_PAGE, default=100)
-    cursor = query_integer("cursor", minimum=0, maximum=2**62, default=0)
+    limit, cursor = _page()
     samples = store().query(
-        channel=channel,
+        channel=_channel(),
         since=_query_time("since"),
         until=_query_time("until"),
         after_id=cursor,
@@ -76,6 +88,39 @@ def get_samples() -> Response:
     )
     next_cursor = str(samples[-1]["id"]) if len(samples) == limit else None
     return jsonify(samples=samples, next_cursor=next_cursor)
+
+
+EVENT_PARAMETERS = {"kind", "subject", "channel", "since", "until", "limit", "cursor"}
+ALL_KINDS = sorted(set().union(*EVENT_KINDS.values()))
+
+
+@blueprint.get("/events")
+def get_events() -> Response:
+    """Device and move events from the streams, in the order they were stored."""
+    unknown = sorted(set(request.args) - EVENT_PARAMETERS)
+    if unknown:
+        raise invalid(
+            unknown[0],
+            f"unknown query parameter {unknown[0]!r}; use {sorted(EVENT_PARAMETERS)}",
+        )
+    kind = request.args.get("kind")
+    if kind is not None and kind not in ALL_KINDS:
+        raise invalid("kind", f"'kind' must be one of {ALL_KINDS}; got {kind!r}")
+    subject = request.args.get("subject")
+    if subject is not None and not 0 < len(subject) <= 200:
+        raise invalid("subject", "'subject' must be 1 to 200 characters")
+    limit, cursor = _page()
+    events = store().query_events(
+        kind=kind,
+        subject=subject,
+        channel=_channel(),
+        since=_query_time("since"),
+        until=_query_time("until"),
+        after_id=cursor,
+        limit=limit,
+    )
+    next_cursor = str(events[-1]["id"]) if len(events) == limit else None
+    return jsonify(events=events, next_cursor=next_cursor)
 
 
 @blueprint.get("/stats")
