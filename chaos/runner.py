@@ -45,6 +45,11 @@ class Experiment:
     control: list[str]  # gateway stages switched off in the control run
     control_reason: str  # why there is no control run, when there is none
     settings: dict[str, str] = field(default_factory=dict)  # SERVOSCOPE_* for its stacks
+    # A protection that is a setting rather than a gateway stage: the control run's stack
+    # gets these too (e.g. SERVOSCOPE_STREAMS_DELIVERY=latest), named by control_label.
+    control_settings: dict[str, str] = field(default_factory=dict)
+    control_label: str = ""
+    run_timeout_s: float = RUN_TIMEOUT_S
     routes: dict[str, Any] = field(default_factory=dict)  # merged into routes.yaml
     # A hypothesis this machine is known not to meet: {activity: <probe name>, reason: ...}.
     # Only that probe's failure is tolerated in the protected run; anything else still fails.
@@ -59,11 +64,11 @@ class Experiment:
 
     @property
     def has_control(self) -> bool:
-        return bool(self.control)
+        return bool(self.control or self.control_settings)
 
     @property
     def switched_off(self) -> str:
-        return f"{', '.join(self.control)} off"
+        return f"{', '.join([*self.control, *filter(None, [self.control_label])])} off"
 
 
 @dataclass
@@ -90,6 +95,9 @@ def load(path: Path) -> Experiment:
         control=list(extension.get("control", [])),
         control_reason=extension.get("control_reason", ""),
         settings={k: str(v) for k, v in extension.get("settings", {}).items()},
+        control_settings={k: str(v) for k, v in extension.get("control_settings", {}).items()},
+        control_label=extension.get("control_label", ""),
+        run_timeout_s=float(extension.get("run_timeout_s", RUN_TIMEOUT_S)),
         routes=extension.get("routes", {}),
         known_failure=dict(extension.get("known_failure", {})),
         trace_route=extension.get("trace_route", "/api/servo/set-position"),
@@ -178,9 +186,8 @@ def run_one(experiment: Experiment, protected: bool, results: Path) -> Outcome:
     routes_file = work / "routes.yaml"
     routes_file.write_text(yaml.safe_dump(route_table(experiment, protected), sort_keys=False))
     started = time.time()
-    stack = start_stack(
-        work / "run", SERVOSCOPE_GATEWAY_ROUTES_FILE=str(routes_file), **experiment.settings
-    )
+    settings = {**experiment.settings, **({} if protected else experiment.control_settings)}
+    stack = start_stack(work / "run", SERVOSCOPE_GATEWAY_ROUTES_FILE=str(routes_file), **settings)
     journal = results / f"{label}.journal.json"
     traces: dict[str, str] = {}
     try:
@@ -200,7 +207,7 @@ def run_one(experiment: Experiment, protected: bool, results: Path) -> Outcome:
                 env=chaos_env(stack),
                 stdout=log,
                 stderr=subprocess.STDOUT,
-                timeout=RUN_TIMEOUT_S,
+                timeout=experiment.run_timeout_s,
                 check=False,
             )
         traces = {
