@@ -502,7 +502,9 @@ def backlog(client: redis.Redis, stream: str) -> StreamBacklog:
     delivered = group["last-delivered-id"]
     oldest: list[str] = []
     if group["pending"]:
-        oldest.append(client.xpending(stream, GROUP)["min"])
+        summary = client.xpending(stream, GROUP)  # acknowledged meanwhile: min is None
+        if summary["min"] is not None:
+            oldest.append(summary["min"])
     undelivered = client.xrange(stream, min=f"({delivered}", count=1)
     if undelivered:
         oldest.append(undelivered[0][0])
