@@ -17,49 +17,12 @@ from typing import Any
 
 import psycopg
 
+from services.telemetry.store import SCHEMA as STORE_SCHEMA
 from services.telemetry.store import Cursor, TelemetryStore, rows_as_dicts
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS samples (
-    id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-    channel INTEGER NOT NULL,
-    angle DOUBLE PRECISION NOT NULL,
-    target_angle DOUBLE PRECISION NOT NULL,
-    ts DOUBLE PRECISION NOT NULL,
-    received_at DOUBLE PRECISION NOT NULL,
-    entry_id TEXT UNIQUE,
-    producer TEXT,
-    seq BIGINT
-);
-CREATE INDEX IF NOT EXISTS samples_channel_ts ON samples (channel, ts);
-CREATE INDEX IF NOT EXISTS samples_ts ON samples (ts);
-CREATE TABLE IF NOT EXISTS events (
-    id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-    stream TEXT NOT NULL,
-    kind TEXT NOT NULL,
-    subject TEXT NOT NULL,
-    channel INTEGER,
-    ts DOUBLE PRECISION NOT NULL,
-    detail TEXT NOT NULL,
-    trace_id TEXT,
-    entry_id TEXT NOT NULL UNIQUE,
-    producer TEXT NOT NULL,
-    seq BIGINT NOT NULL,
-    received_at DOUBLE PRECISION NOT NULL
-);
-CREATE INDEX IF NOT EXISTS events_ts ON events (ts);
--- A batch the publisher sent again (its answer was lost) has new entry ids, same seqs.
-CREATE UNIQUE INDEX IF NOT EXISTS samples_producer_seq ON samples (producer, channel, seq);
-CREATE UNIQUE INDEX IF NOT EXISTS events_producer_seq ON events (producer, seq);
-CREATE TABLE IF NOT EXISTS batches (
-    idempotency_key TEXT PRIMARY KEY,
-    body_sha256 TEXT NOT NULL,
-    accepted INTEGER NOT NULL,
-    first_id BIGINT,
-    last_id BIGINT,
-    received_at DOUBLE PRECISION NOT NULL
-);
-"""
+SCHEMA = STORE_SCHEMA.format(
+    identity="BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY", real="DOUBLE PRECISION"
+)
 WRITE_LOCK = 0x5E2F05C0  # the advisory lock every writer takes (any constant; one per schema)
 
 

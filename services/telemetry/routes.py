@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 
 from flask import Blueprint, Response, current_app, jsonify, request
 
@@ -70,24 +71,27 @@ def _channel() -> int | None:
     return query_integer("channel", minimum=0, maximum=MAX_CHANNEL)
 
 
-def _page() -> tuple[int, int]:
-    """(limit, cursor): the page size and the id after which the page starts."""
-    limit = query_integer("limit", minimum=1, maximum=MAX_PAGE, default=100)
-    return limit, query_integer("cursor", minimum=0, maximum=2**62, default=0)
+def _page_query() -> dict[str, Any]:
+    """The filters and the page both listings take: channel, since, until, limit, cursor."""
+    return {
+        "channel": _channel(),
+        "since": _query_time("since"),
+        "until": _query_time("until"),
+        "limit": query_integer("limit", minimum=1, maximum=MAX_PAGE, default=100),
+        "after_id": query_integer("cursor", minimum=0, maximum=2**62, default=0),
+    }
+
+
+def _page(name: str, rows: list[dict[str, Any]], limit: int) -> Response:
+    """A page of ``rows`` and the cursor of the next one (``null`` on the last)."""
+    next_cursor = str(rows[-1]["id"]) if len(rows) == limit else None
+    return jsonify(**{name: rows}, next_cursor=next_cursor)
 
 
 @blueprint.get("/samples")
 def get_samples() -> Response:
-    limit, cursor = _page()
-    samples = store().query(
-        channel=_channel(),
-        since=_query_time("since"),
-        until=_query_time("until"),
-        after_id=cursor,
-        limit=limit,
-    )
-    next_cursor = str(samples[-1]["id"]) if len(samples) == limit else None
-    return jsonify(samples=samples, next_cursor=next_cursor)
+    query = _page_query()
+    return _page("samples", store().query(**query), query["limit"])
 
 
 EVENT_PARAMETERS = {"kind", "subject", "channel", "since", "until", "limit", "cursor"}
@@ -109,18 +113,9 @@ def get_events() -> Response:
     subject = request.args.get("subject")
     if subject is not None and not 0 < len(subject) <= 200:
         raise invalid("subject", "'subject' must be 1 to 200 characters")
-    limit, cursor = _page()
-    events = store().query_events(
-        kind=kind,
-        subject=subject,
-        channel=_channel(),
-        since=_query_time("since"),
-        until=_query_time("until"),
-        after_id=cursor,
-        limit=limit,
-    )
-    next_cursor = str(events[-1]["id"]) if len(events) == limit else None
-    return jsonify(events=events, next_cursor=next_cursor)
+    query = _page_query()
+    events = store().query_events(kind=kind, subject=subject, **query)
+    return _page("events", events, query["limit"])
 
 
 @blueprint.get("/stats")

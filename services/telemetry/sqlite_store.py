@@ -16,50 +16,10 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from services.telemetry.store import SCHEMA as STORE_SCHEMA
 from services.telemetry.store import Cursor, TelemetryStore, rows_as_dicts
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS samples (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    channel INTEGER NOT NULL,
-    angle REAL NOT NULL,
-    target_angle REAL NOT NULL,
-    ts REAL NOT NULL,
-    received_at REAL NOT NULL,
-    entry_id TEXT,
-    producer TEXT,
-    seq INTEGER
-);
-CREATE INDEX IF NOT EXISTS samples_channel_ts ON samples (channel, ts);
-CREATE INDEX IF NOT EXISTS samples_ts ON samples (ts);
-CREATE UNIQUE INDEX IF NOT EXISTS samples_entry_id ON samples (entry_id);
-CREATE TABLE IF NOT EXISTS events (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    stream TEXT NOT NULL,
-    kind TEXT NOT NULL,
-    subject TEXT NOT NULL,
-    channel INTEGER,
-    ts REAL NOT NULL,
-    detail TEXT NOT NULL,
-    trace_id TEXT,
-    entry_id TEXT NOT NULL UNIQUE,
-    producer TEXT NOT NULL,
-    seq BIGINT NOT NULL,
-    received_at REAL NOT NULL
-);
-CREATE INDEX IF NOT EXISTS events_ts ON events (ts);
--- A batch the publisher sent again (its answer was lost) has new entry ids, same seqs.
-CREATE UNIQUE INDEX IF NOT EXISTS samples_producer_seq ON samples (producer, channel, seq);
-CREATE UNIQUE INDEX IF NOT EXISTS events_producer_seq ON events (producer, seq);
-CREATE TABLE IF NOT EXISTS batches (
-    idempotency_key TEXT PRIMARY KEY,
-    body_sha256 TEXT NOT NULL,
-    accepted INTEGER NOT NULL,
-    first_id INTEGER,
-    last_id INTEGER,
-    received_at REAL NOT NULL
-);
-"""
+SCHEMA = STORE_SCHEMA.format(identity="INTEGER PRIMARY KEY AUTOINCREMENT", real="REAL")
 # Columns added since the first release: a database file from before gains them.
 ADDED_SAMPLE_COLUMNS = {"entry_id": "TEXT", "producer": "TEXT", "seq": "INTEGER"}
 

@@ -32,6 +32,49 @@ from typing import Any
 from services.telemetry.samples import Sample
 
 IDEMPOTENCY_WINDOW_S = 24 * 3600.0
+# One schema for both backends: each fills in its identity column and its float type.
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS samples (
+    id {identity},
+    channel INTEGER NOT NULL,
+    angle {real} NOT NULL,
+    target_angle {real} NOT NULL,
+    ts {real} NOT NULL,
+    received_at {real} NOT NULL,
+    entry_id TEXT,
+    producer TEXT,
+    seq BIGINT
+);
+CREATE INDEX IF NOT EXISTS samples_channel_ts ON samples (channel, ts);
+CREATE INDEX IF NOT EXISTS samples_ts ON samples (ts);
+CREATE UNIQUE INDEX IF NOT EXISTS samples_entry_id ON samples (entry_id);
+-- A batch the publisher sent again (its answer was lost) has new entry ids, same seqs.
+CREATE UNIQUE INDEX IF NOT EXISTS samples_producer_seq ON samples (producer, channel, seq);
+CREATE TABLE IF NOT EXISTS events (
+    id {identity},
+    stream TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    subject TEXT NOT NULL,
+    channel INTEGER,
+    ts {real} NOT NULL,
+    detail TEXT NOT NULL,
+    trace_id TEXT,
+    entry_id TEXT NOT NULL UNIQUE,
+    producer TEXT NOT NULL,
+    seq BIGINT NOT NULL,
+    received_at {real} NOT NULL
+);
+CREATE INDEX IF NOT EXISTS events_ts ON events (ts);
+CREATE UNIQUE INDEX IF NOT EXISTS events_producer_seq ON events (producer, seq);
+CREATE TABLE IF NOT EXISTS batches (
+    idempotency_key TEXT PRIMARY KEY,
+    body_sha256 TEXT NOT NULL,
+    accepted INTEGER NOT NULL,
+    first_id BIGINT,
+    last_id BIGINT,
+    received_at {real} NOT NULL
+);
+"""
 SAMPLE_COLUMNS = "id, channel, angle, target_angle, ts, entry_id, producer, seq"
 EVENT_COLUMNS = "id, stream, kind, subject, channel, ts, detail, trace_id, entry_id"
 
@@ -227,6 +270,12 @@ class TelemetryStore(ABC):
 
     # --- reads --------------------------------------------------------------------
 
+    def _page(self, table: str, columns: str, after_id: int, limit: int, **filters: Any):
+        where, params = _filters(after_id, **filters)
+        return self._reader().rows(
+            f"SELECT {columns} FROM {table} WHERE {where} ORDER BY id LIMIT ?", (*params, limit)
+        )
+
     def query(
         self,
         *,
@@ -237,30 +286,17 @@ class TelemetryStore(ABC):
         limit: int = 100,
     ) -> list[dict[str, Any]]:
         """Samples in id order after ``after_id`` (the pagination cursor)."""
-        where, params = _filters(after_id, channel=channel, since=since, until=until)
-        return self._reader().rows(
-            f"SELECT {SAMPLE_COLUMNS} FROM samples WHERE {where} ORDER BY id LIMIT ?",
-            (*params, limit),
+        return self._page(
+            "samples", SAMPLE_COLUMNS, after_id, limit, channel=channel, since=since, until=until
         )
 
     def query_events(
-        self,
-        *,
-        kind: str | None = None,
-        subject: str | None = None,
-        channel: int | None = None,
-        since: float | None = None,
-        until: float | None = None,
-        after_id: int = 0,
-        limit: int = 100,
+        self, *, kind: str | None = None, subject: str | None = None, **page: Any
     ) -> list[dict[str, Any]]:
-        """Events in id order after ``after_id``."""
-        where, params = _filters(
-            after_id, channel=channel, since=since, until=until, kind=kind, subject=subject
-        )
-        rows = self._reader().rows(
-            f"SELECT {EVENT_COLUMNS} FROM events WHERE {where} ORDER BY id LIMIT ?",
-            (*params, limit),
+        """Events in id order after ``after_id``; ``page`` as for :meth:`query`."""
+        after_id, limit = page.pop("after_id", 0), page.pop("limit", 100)
+        rows = self._page(
+            "events", EVENT_COLUMNS, after_id, limit, kind=kind, subject=subject, **page
         )
         for row in rows:
             row["detail"] = json.loads(row["detail"])
