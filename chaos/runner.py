@@ -138,6 +138,12 @@ def route_table(experiment: Experiment, protected: bool) -> dict[str, Any]:
     return table
 
 
+def stack_settings(experiment: Experiment, protected: bool) -> dict[str, str]:
+    """The environment of the run's stack: the experiment's settings, and for a control
+    run its ``control_settings`` on top (a protection that is a setting, not a stage)."""
+    return {**experiment.settings, **({} if protected else experiment.control_settings)}
+
+
 def chaos_env(stack: Stack) -> dict[str, str]:
     """What the experiments' ``configuration`` reads (``type: env``)."""
     return {
@@ -186,7 +192,7 @@ def run_one(experiment: Experiment, protected: bool, results: Path) -> Outcome:
     routes_file = work / "routes.yaml"
     routes_file.write_text(yaml.safe_dump(route_table(experiment, protected), sort_keys=False))
     started = time.time()
-    settings = {**experiment.settings, **({} if protected else experiment.control_settings)}
+    settings = stack_settings(experiment, protected)
     stack = start_stack(work / "run", SERVOSCOPE_GATEWAY_ROUTES_FILE=str(routes_file), **settings)
     journal = results / f"{label}.journal.json"
     traces: dict[str, str] = {}

@@ -21,9 +21,9 @@ PRODUCER span (``create <stream>``, as OpenTelemetry's messaging conventions nam
 message created for a batch send) and injects its context; the consumer's CONSUMER span
 for a batch (``process <stream>``) links to every producer context in it.
 
-    publisher = StreamPublisher(redis_url, SAMPLES, options, producer="servo-controller")
+    publisher = StreamPublisher("redis://127.0.0.1:6379/0", SAMPLES, StreamOptions())
     publisher.start()
-    publisher.publish({"channel": 0, "angle": 90.0}, traced=False)
+    publisher.publish({"producer": "servo-controller@host:1:0", "seq": 0, ...}, traced=False)
 """
 
 from __future__ import annotations

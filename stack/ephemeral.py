@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from servoscope.settings import REPO_ROOT, Settings, env_name, load
+from stack import postgres
 
 DEV_KEY = "servoscope-dev-key"
 
@@ -195,6 +196,7 @@ def ephemeral_stack(run_dir: Path, **overrides: str) -> Iterator[Stack]:
         yield stack
     finally:
         stack.make("down")
+        postgres.remove(run_dir)  # a PostgreSQL cluster may live outside the run directory
 
 
 def terminate(process: subprocess.Popen, grace_s: float = 8.0) -> None:
