@@ -11,7 +11,8 @@ costs the servo.
    at a steady rate well above the servo controller's (60/s).
 2. Isolation: the servo controller's set-position p99 with the logger idle, then with
    two senders keeping it saturated with 1000-sample batches, and — the control — with
-   the same load on a second logger the servo does not publish to. On a 2-core machine
+   the same load on a second logger the servo does not publish to; and with the broker
+   (Redis) down, where the servo's publisher buffers. On a 2-core machine
    load anywhere costs the servo CPU; the control shows how much of the slowdown is
    that, and how much (saturated minus control) is coupling to its own logger. The
    three measurements alternate so drift on a shared machine hits them alike.
@@ -21,6 +22,9 @@ from __future__ import annotations
 
 import http.client
 import json
+import os
+import signal
+import socket
 import subprocess
 import threading
 import time
@@ -35,6 +39,7 @@ from servoscope import streams
 from servoscope.settings import REPO_ROOT
 from stack.components import gunicorn_argv
 from stack.ephemeral import (
+    Stack,
     answers_ok,
     ephemeral_stack,
     free_ports,
@@ -175,6 +180,28 @@ def unrelated_logger(work: Path) -> Iterator[str]:
         terminate(process)
 
 
+@contextmanager
+def redis_down(stack: Stack) -> Iterator[None]:
+    """The stack's Redis killed and held down, then let the supervisor restart it."""
+    hold = stack.run_dir / "hold" / "redis"
+    hold.parent.mkdir(exist_ok=True)
+    hold.touch()
+    os.killpg(stack.pids()["redis"], signal.SIGKILL)
+    time.sleep(0.5)  # the publisher has noticed: its next flushes fail and buffer
+    try:
+        yield
+    finally:
+        hold.unlink()
+        port = stack.settings.port("redis")
+        wait_for(lambda: _port_open(port), 20, message="redis back")
+
+
+def _port_open(port: int) -> bool:
+    with socket.socket() as sock:
+        sock.settimeout(0.2)
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
 def p99_under_load(servo: str, logger: str) -> float:
     stop, threads, _counts = _senders(logger, 1000)
     time.sleep(0.5)  # let the senders fill the logger's queue
@@ -220,18 +247,21 @@ def run(ctx: BenchContext) -> Section:
                 "",
             ]
         )
-        idle, saturated, control = [], [], []
+        idle, saturated, control, broker_down = [], [], [], []
         with unrelated_logger(ctx.work_dir) as other:
             for _ in range(ctx.repeats):
-                ctx.say("servo p99: logger idle, saturated, and load on an unrelated logger")
+                ctx.say("servo p99: logger idle, saturated, load elsewhere, Redis down")
                 idle.append(servo_p99_ms(servo))
                 saturated.append(p99_under_load(servo, logger))
                 control.append(p99_under_load(servo, other))
+                with redis_down(stack):
+                    broker_down.append(servo_p99_ms(servo))
         base = median(idle)
         for label, values in (
             ("logger idle", idle),
             ("its logger saturated", saturated),
             ("control: the same load on an unrelated logger", control),
+            ("Redis (the broker) down, samples buffered", broker_down),
         ):
             p99 = median(values)
             rows.append([f"servo set-position p99, {label}: ms", f"{p99:.2f}", f"{p99 / base:.2f}"])
@@ -252,6 +282,8 @@ def run(ctx: BenchContext) -> Section:
             f"{ctx.repeats} repeats. The ratio compares with the 1000-sample HTTP batches.",
             "isolation: 400 sequential set-position requests straight to the servo controller "
             "(keep-alive), alternating idle, saturated and control runs; median p99 of each. "
+            "Redis down: the stack's Redis SIGKILLed and held down while the same requests run; "
+            "the servo controller's publisher buffers its samples (it never waits on Redis). "
             "The aim is a p99 within 1.10 x idle. On this 2-core machine the senders and the "
             "logger take CPU from the servo wherever they run: compare 'saturated' with the "
             "control, which loads a logger the servo never talks to.",

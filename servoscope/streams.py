@@ -496,8 +496,10 @@ def backlog(client: redis.Redis, stream: str) -> StreamBacklog:
     length = client.xlen(stream)
     groups = {g["name"]: g for g in client.xinfo_groups(stream)} if length or trimmed else {}
     group = groups.get(GROUP)
-    if group is None:
-        return StreamBacklog(length, 0, 0.0, trimmed, length)
+    if group is None:  # nobody consumes: everything there waits
+        first = client.xrange(stream, count=1)
+        age = entry_age_s(first[0][0]) if first else 0.0
+        return StreamBacklog(length, 0, age, trimmed, length)
     lag = group.get("lag")
     delivered = group["last-delivered-id"]
     oldest: list[str] = []

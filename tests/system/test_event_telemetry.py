@@ -140,10 +140,11 @@ def test_redis_down_costs_commands_nothing_and_buffered_samples_arrive_when_it_r
         during,
     )
     buffered = 'stream_publish_buffered_entries{stream="servoscope:samples"}'
-    wait_for(lambda: metric(stack, "servo", buffered) > 0, 10, message="samples buffered")
+    wait_for(lambda: metric(stack, "servo", buffered) > 100, 10, message="samples buffered")
     assert metric(stack, "servo", 'stream_publish_buffer_max_entries{stream="servoscope:samples"}')
     (stack.run_dir / "hold" / "redis").unlink()
-    wait_for(lambda: metric(stack, "servo", buffered) == 0, 30, message="the buffer flushed")
+    # New samples keep arriving between flushes: flushed = back to a few.
+    wait_for(lambda: metric(stack, "servo", buffered) < 100, 30, message="the buffer flushed")
     client = streams.connect(f"redis://127.0.0.1:{stack.settings.port('redis')}/0", 2.0)
 
     def drained() -> bool:
