@@ -4,8 +4,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from servoscope.settings import Settings, SettingsError
+
+if TYPE_CHECKING:
+    from services.telemetry.store import TelemetryStore
 
 STORES = ("sqlite", "postgres")
 
@@ -44,7 +48,7 @@ def load_config(settings: Settings) -> TelemetryConfig:
     return config
 
 
-def open_store(config: TelemetryConfig):  # -> TelemetryStore, imported lazily per backend
+def open_store(config: TelemetryConfig) -> TelemetryStore:
     """The configured store; psycopg is imported only when PostgreSQL is used."""
     if config.store == "postgres":
         from services.telemetry.postgres_store import PostgresStore
