@@ -164,9 +164,11 @@ def stream_samples_lost(telemetry_url: str, redis_port: int) -> dict[str, int]:
     - ``gaps``: holes in a stored sequence: every producer numbers each channel's
       samples one by one, so each (producer, channel) must be stored without a hole;
     - ``duplicates``: a (producer, channel, seq) stored twice;
-    - ``unstored``: entries published to the samples stream after the first one stored
-      that the logger never stored (what a restarted publisher had already published
-      counts here).
+    - ``unstored``: samples published to the stream after the first one stored that the
+      logger never stored (what a restarted publisher had already published counts
+      here). A sample is known by (producer, channel, seq), not by its entry id: a
+      publisher that lost Redis's answer sends its batch again under new entry ids, and
+      the store keeps the sample once.
     """
     stored = _stored_samples(telemetry_url)
     seqs: dict[tuple[str, int], list[int]] = {}
@@ -175,14 +177,18 @@ def stream_samples_lost(telemetry_url: str, redis_port: int) -> dict[str, int]:
             seqs.setdefault((sample["producer"], sample["channel"]), []).append(sample["seq"])
     gaps = sum(max(v) - min(v) + 1 - len(set(v)) for v in seqs.values())
     duplicates = sum(len(v) - len(set(v)) for v in seqs.values())
-    stored_ids = {s["entry_id"] for s in stored if s.get("entry_id")}
-    first = min(map(_entry_key, stored_ids), default=(0, 0))
+    stored_keys = {(s["producer"], s["channel"], s["seq"]) for s in stored if s.get("entry_id")}
+    first = min((_entry_key(s["entry_id"]) for s in stored if s.get("entry_id")), default=(0, 0))
     client = streams.connect(f"redis://127.0.0.1:{int(redis_port)}/0", 5.0)
-    published = {i for i, _ in client.xrange(streams.SAMPLES) if _entry_key(i) >= first}
+    published = set()
+    for entry_id, fields in client.xrange(streams.SAMPLES):
+        if _entry_key(entry_id) >= first:
+            data = json.loads(fields["data"])
+            published.add((data["producer"], data["channel"], data["seq"]))
     return {
         "gaps": gaps,
         "duplicates": duplicates,
-        "unstored": len(published - stored_ids),
+        "unstored": len(published - stored_keys),
         "stored": len(stored),
         "producers": len({producer for producer, _ in seqs}),
     }

