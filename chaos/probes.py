@@ -26,6 +26,7 @@ from chaoslib.exceptions import ActivityFailed
 
 from chaos import routes as catalogue
 from chaos import traffic
+from servoscope import streams
 
 
 def _get_json(url: str, timeout: float = 5.0) -> Any:
@@ -138,6 +139,104 @@ def samples_lost(telemetry_url: str) -> int:
         stored.update(sample["ts"] for sample in page["samples"])
         cursor = page["next_cursor"]
     return len(accepted - stored)
+
+
+def _stored_samples(telemetry_url: str) -> list[dict[str, Any]]:
+    stored: list[dict[str, Any]] = []
+    cursor: str | None = "0"
+    while cursor is not None:
+        query = urllib.parse.urlencode({"limit": 1000, "cursor": cursor})
+        page = _get_json(f"{telemetry_url}/samples?{query}")
+        stored += page["samples"]
+        cursor = page["next_cursor"]
+    return stored
+
+
+def _entry_key(entry_id: str) -> tuple[int, int]:
+    ms, seq = entry_id.split("-", 1)
+    return int(ms), int(seq)
+
+
+def stream_samples_lost(telemetry_url: str, redis_port: int) -> dict[str, int]:
+    """What the async path lost since the logger first stored a sample, counted three
+    ways (all must be 0):
+
+    - ``gaps``: holes in a stored sequence: every producer numbers each channel's
+      samples one by one, so each (producer, channel) must be stored without a hole;
+    - ``duplicates``: a (producer, channel, seq) stored twice;
+    - ``unstored``: samples published to the stream after the first one stored that the
+      logger never stored (what a restarted publisher had already published counts
+      here). A sample is known by (producer, channel, seq), not by its entry id: a
+      publisher that lost Redis's answer sends its batch again under new entry ids, and
+      the store keeps the sample once.
+    """
+    stored = _stored_samples(telemetry_url)
+    seqs: dict[tuple[str, int], list[int]] = {}
+    for sample in stored:
+        if sample.get("producer"):
+            seqs.setdefault((sample["producer"], sample["channel"]), []).append(sample["seq"])
+    gaps = sum(max(v) - min(v) + 1 - len(set(v)) for v in seqs.values())
+    duplicates = sum(len(v) - len(set(v)) for v in seqs.values())
+    stored_keys = {(s["producer"], s["channel"], s["seq"]) for s in stored if s.get("entry_id")}
+    first = min((_entry_key(s["entry_id"]) for s in stored if s.get("entry_id")), default=(0, 0))
+    client = streams.connect(f"redis://127.0.0.1:{int(redis_port)}/0", 5.0)
+    published = set()
+    for entry_id, fields in client.xrange(streams.SAMPLES):
+        if _entry_key(entry_id) >= first:
+            data = json.loads(fields["data"])
+            published.add((data["producer"], data["channel"], data["seq"]))
+    return {
+        "gaps": gaps,
+        "duplicates": duplicates,
+        "unstored": len(published - stored_keys),
+        "stored": len(stored),
+        "producers": len({producer for producer, _ in seqs}),
+    }
+
+
+def samples_lost_through_stream(telemetry_url: str, redis_port: int, settle_s: float = 10) -> int:
+    """:func:`stream_samples_lost` as one number for a steady-state tolerance of 0, once
+    it settles: the entries published in the last moment may still be on their way."""
+    deadline = time.monotonic() + settle_s
+    while True:
+        lost = stream_samples_lost(telemetry_url, redis_port)
+        total = lost["gaps"] + lost["duplicates"] + lost["unstored"]
+        if total == 0 or time.monotonic() > deadline:
+            return total
+        time.sleep(1.0)
+
+
+def _samples_backlog(redis_port: int) -> streams.StreamBacklog:
+    client = streams.connect(f"redis://127.0.0.1:{int(redis_port)}/0", 5.0)
+    return streams.backlog(client, streams.SAMPLES)
+
+
+def backlog_rises(redis_port: int, seconds: float) -> dict[str, float]:
+    """Wait ``seconds`` of a consumer outage, watching the samples' backlog: it must rise
+    (samples keep being published, and wait in the stream for a consumer)."""
+    first = _samples_backlog(redis_port)
+    time.sleep(float(seconds))
+    last = _samples_backlog(redis_port)
+    figures = {
+        "backlog_before": first.lag + first.pending,
+        "backlog_after": last.lag + last.pending,
+        "oldest_age_s": round(last.oldest_age_s, 1),
+    }
+    if figures["backlog_after"] <= figures["backlog_before"]:
+        raise ActivityFailed(f"the backlog did not rise while no consumer ran: {figures}")
+    return figures
+
+
+def backlog_drains(redis_port: int, within_s: float) -> float:
+    """Seconds until the samples' backlog is consumed and acknowledged (lag and pending 0)."""
+    started = time.monotonic()
+    while True:
+        backlog = _samples_backlog(redis_port)
+        if backlog.lag == 0 and backlog.pending == 0:
+            return round(time.monotonic() - started, 2)
+        if time.monotonic() - started > float(within_s):
+            raise ActivityFailed(f"backlog not drained within {within_s}s: {backlog}")
+        time.sleep(0.5)
 
 
 # --- during the fault -----------------------------------------------------------

@@ -47,6 +47,11 @@ class Experiment:
     control: list[str]  # gateway stages switched off in the control run
     control_reason: str  # why there is no control run, when there is none
     settings: dict[str, str] = field(default_factory=dict)  # SERVOSCOPE_* for its stacks
+    # A protection that is a setting rather than a gateway stage: the control run's stack
+    # gets these too (e.g. SERVOSCOPE_STREAMS_DELIVERY=latest), named by control_label.
+    control_settings: dict[str, str] = field(default_factory=dict)
+    control_label: str = ""
+    run_timeout_s: float = RUN_TIMEOUT_S
     routes: dict[str, Any] = field(default_factory=dict)  # merged into routes.yaml
     # A figure this machine is known not to meet: {activity: <probe name>, figure: <the
     # probe's tag, e.g. p95>, reason: ...}. Only a failure of that probe in that one figure
@@ -62,11 +67,11 @@ class Experiment:
 
     @property
     def has_control(self) -> bool:
-        return bool(self.control)
+        return bool(self.control or self.control_settings)
 
     @property
     def switched_off(self) -> str:
-        return f"{', '.join(self.control)} off"
+        return f"{', '.join([*self.control, *filter(None, [self.control_label])])} off"
 
 
 @dataclass
@@ -93,6 +98,9 @@ def load(path: Path) -> Experiment:
         control=list(extension.get("control", [])),
         control_reason=extension.get("control_reason", ""),
         settings={k: str(v) for k, v in extension.get("settings", {}).items()},
+        control_settings={k: str(v) for k, v in extension.get("control_settings", {}).items()},
+        control_label=extension.get("control_label", ""),
+        run_timeout_s=float(extension.get("run_timeout_s", RUN_TIMEOUT_S)),
         routes=extension.get("routes", {}),
         known_failure=dict(extension.get("known_failure", {})),
         trace_route=extension.get("trace_route", "/api/servo/set-position"),
@@ -131,6 +139,12 @@ def route_table(experiment: Experiment, protected: bool) -> dict[str, Any]:
                         if isinstance(scope.get(stage), dict):
                             scope[stage]["enabled"] = False
     return table
+
+
+def stack_settings(experiment: Experiment, protected: bool) -> dict[str, str]:
+    """The environment of the run's stack: the experiment's settings, and for a control
+    run its ``control_settings`` on top (a protection that is a setting, not a stage)."""
+    return {**experiment.settings, **({} if protected else experiment.control_settings)}
 
 
 def chaos_env(stack: Stack) -> dict[str, str]:
@@ -181,9 +195,8 @@ def run_one(experiment: Experiment, protected: bool, results: Path) -> Outcome:
     routes_file = work / "routes.yaml"
     routes_file.write_text(yaml.safe_dump(route_table(experiment, protected), sort_keys=False))
     started = time.time()
-    stack = start_stack(
-        work / "run", SERVOSCOPE_GATEWAY_ROUTES_FILE=str(routes_file), **experiment.settings
-    )
+    settings = stack_settings(experiment, protected)
+    stack = start_stack(work / "run", SERVOSCOPE_GATEWAY_ROUTES_FILE=str(routes_file), **settings)
     journal = results / f"{label}.journal.json"
     traces: dict[str, str] = {}
     try:
@@ -203,7 +216,7 @@ def run_one(experiment: Experiment, protected: bool, results: Path) -> Outcome:
                 env=chaos_env(stack),
                 stdout=log,
                 stderr=subprocess.STDOUT,
-                timeout=RUN_TIMEOUT_S,
+                timeout=experiment.run_timeout_s,
                 check=False,
             )
         traces = {

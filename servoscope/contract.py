@@ -76,6 +76,12 @@ class Param:
             if not (math.isfinite(value) and low <= value <= high):
                 return self._invalid(f"{self.name!r} must be from {low} to {high}; got {raw}")
             return None
+        allowed = self.schema.get("enum")
+        if allowed is not None and raw not in allowed:
+            return self._invalid(f"{self.name!r} must be one of {allowed}; got {raw!r}")
+        low, high = self.schema.get("minLength", 0), self.schema.get("maxLength", math.inf)
+        if not low <= len(raw) <= high:
+            return self._invalid(f"{self.name!r} must be {low} to {high} characters long")
         pattern = self.schema.get("pattern")
         if pattern and not re.search(pattern, raw):
             shown = raw if len(raw) <= 40 else raw[:40] + "..."

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from servoscope.scrape_targets import SCRAPE_DIR_ENV
 from servoscope.settings import REPO_ROOT, Settings
+from stack import postgres
 
 TOOLS_BIN = Path(os.environ.get("SERVOSCOPE_CACHE", Path.home() / ".cache" / "servoscope")) / "bin"
 
@@ -206,10 +207,30 @@ def components(settings: Settings, run_dir: Path) -> list[Component]:
                 host,
                 "--save",
                 "",
+                # The streams must outlive a Redis crash: every write goes to the
+                # append-only file before Redis answers (fsynced each second).
                 "--appendonly",
-                "no",
+                "yes",
+                "--appendfsync",
+                "everysec",
+                "--dir",
+                str(run_dir / "redis"),
             ],
             ready_port=port("redis"),
+            prepare=lambda: (run_dir / "redis").mkdir(exist_ok=True),
+        ),
+        *(
+            [
+                Component(
+                    name="postgres",
+                    argv=postgres.argv(settings, run_dir),
+                    ready_port=port("postgres"),
+                    prepare=lambda: postgres.prepare(run_dir) and None,
+                    ready_timeout_s=60.0,
+                )
+            ]
+            if postgres.wanted(settings)
+            else []
         ),
         *([] if real_device else [simulator]),
         *([toxiproxy] if settings.sections["toxiproxy"]["enabled"] else []),

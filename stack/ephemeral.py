@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from servoscope.settings import REPO_ROOT, Settings, env_name, load
+from stack import postgres
 
 DEV_KEY = "servoscope-dev-key"
 
@@ -138,11 +139,13 @@ def stack_env(run_dir: Path, **overrides: str) -> dict[str, str]:
 
 def standalone_env(port: int, **overrides: str) -> dict[str, str]:
     """Environment for one service under gunicorn outside any stack (``gunicorn_argv``):
-    bound to ``port`` on loopback, tracing off, no settings inherited from the caller."""
+    bound to ``port`` on loopback, tracing and streams off (a test turns streams on with
+    its own Redis), no settings inherited from the caller."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("SERVOSCOPE_")}
     env.update(
         SERVOSCOPE_BIND=f"127.0.0.1:{port}",
         SERVOSCOPE_TELEMETRY_ENABLED="false",
+        SERVOSCOPE_STREAMS_ENABLED="false",
         PYTHONPATH=str(REPO_ROOT),
     )
     env.update(overrides)
@@ -193,6 +196,7 @@ def ephemeral_stack(run_dir: Path, **overrides: str) -> Iterator[Stack]:
         yield stack
     finally:
         stack.make("down")
+        postgres.remove(run_dir)  # a PostgreSQL cluster may live outside the run directory
 
 
 def terminate(process: subprocess.Popen, grace_s: float = 8.0) -> None:

@@ -22,6 +22,7 @@ from pathlib import Path
 from types import FrameType
 
 from servoscope.settings import REPO_ROOT, Settings
+from stack import postgres
 from stack.components import Component, components
 
 STOP_GRACE_S = 8.0
@@ -77,13 +78,17 @@ class Supervisor:
     def check_ports(self) -> None:
         ports = self.settings.sections["ports"]
         # Not started by this stack: Toxiproxy (chaos runs), and instances beyond [instances].
-        unused = {"toxiproxy"} | {
-            name
-            for name in ports
-            if "_" in name
-            and name.rsplit("_", 1)[1].isdigit()
-            and name not in self.settings.instance_ports(name.rsplit("_", 1)[0])
-        }
+        unused = (
+            {"toxiproxy"}
+            | (set() if postgres.wanted(self.settings) else {"postgres"})
+            | {
+                name
+                for name in ports
+                if "_" in name
+                and name.rsplit("_", 1)[1].isdigit()
+                and name not in self.settings.instance_ports(name.rsplit("_", 1)[0])
+            }
+        )
         busy = [
             (name, port)
             for name, port in ports.items()

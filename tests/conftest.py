@@ -14,3 +14,6 @@ settings.load_profile("ci" if os.environ.get("CI") else "dev")
 # logger of a stack running on the default ports. Stacks the tests start are unaffected:
 # they get an environment without SERVOSCOPE_* variables.
 os.environ.setdefault("SERVOSCOPE_SERVO_TELEMETRY_ENABLED", "false")
+# Nor may any app built in the test process publish to or consume the streams of such a
+# stack's Redis: tests that use streams start their own Redis and say so.
+os.environ.setdefault("SERVOSCOPE_STREAMS_ENABLED", "false")

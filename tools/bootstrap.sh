@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs everything the stack needs outside the Python venv, idempotently:
-#   - Debian packages (Prometheus + promtool, Redis, nginx, wrk), without starting their services;
+#   - Debian packages (Prometheus + promtool, Redis, nginx, wrk, PostgreSQL), without starting
+#     their services;
 #   - Jaeger v2 and Toxiproxy, built from their Go modules with this machine's Go.
 # Builds are cached in ${SERVOSCOPE_CACHE:-~/.cache/servoscope}/bin, so a fresh clone reuses them.
 # Usage: tools/bootstrap.sh [--check]   (--check: exit 1 if anything is missing, install nothing)
@@ -24,6 +25,8 @@ missing_apt() {
     for cmd in prometheus promtool redis-server nginx wrk; do
         command -v "$cmd" >/dev/null 2>&1 || missing+=("$cmd")
     done
+    # Debian keeps the server's binaries off PATH, under its major version.
+    compgen -G "/usr/lib/postgresql/*/bin/postgres" >/dev/null || missing+=(postgres)
     echo "${missing[@]:-}"
 }
 

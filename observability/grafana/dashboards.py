@@ -40,7 +40,7 @@ class Panel:
     description: str
     queries: tuple[Query, ...]
     unit: str = "short"
-    kind: str = "timeseries"  # timeseries | stat | state-timeline
+    kind: str = "timeseries"  # timeseries | stat | state-timeline | row (a heading, no query)
     width: int = 12
     mappings: tuple[tuple[str, str], ...] = ()  # value -> text, for states
     stacked: bool = False
@@ -287,7 +287,7 @@ SERVO_CONTROLLER = Dashboard(
     "servoscope-servo",
     "servoscope / servo controller",
     "The serial line to the Maestro: exchange latency, errors, the device, and where each "
-    "servo is versus where it was told to go.",
+    "servo is versus where it was told to go; then the async telemetry path behind it.",
     (
         Panel(
             "Serial exchange latency by command (click an exemplar for its trace)",
@@ -354,6 +354,70 @@ SERVO_CONTROLLER = Dashboard(
                 "http_server_request_duration_seconds", SERVO, "http_route", "{{http_route}}"
             ),
             unit="s",
+        ),
+        Panel(
+            "Async telemetry (Redis Streams)",
+            "Samples and device and move events on their way to the telemetry logger.",
+            (),
+            kind="row",
+        ),
+        Panel(
+            "Stream backlog",
+            "Entries not yet delivered to the logger's consumer group (lag) and delivered but "
+            "not yet acknowledged (pending). Rises while every logger is down, then drains.",
+            (
+                Query("max by (stream) (telemetry_stream_lag_entries)", "lag {{stream}}"),
+                Query("max by (stream) (telemetry_stream_pending_entries)", "pending {{stream}}"),
+            ),
+        ),
+        Panel(
+            "Ingest freshness and oldest unacknowledged entry",
+            "Age of the newest stored sample (the freshness SLO allows 5 s), and how long the "
+            "oldest entry not yet acknowledged has waited in its stream.",
+            (
+                Query("min(telemetry_ingest_freshness_seconds)", "newest stored sample"),
+                Query(
+                    "max by (stream) (telemetry_stream_oldest_pending_age_seconds)",
+                    "oldest waiting {{stream}}",
+                ),
+            ),
+            unit="s",
+        ),
+        Panel(
+            "Entries published, stored, redelivered",
+            "Published by the servo controller and motion planner; stored and acknowledged by "
+            "the loggers; claimed again from a logger that died holding them.",
+            (
+                Query(
+                    f"sum by (stream) (rate(stream_published_entries_total[{RATE}]))",
+                    "published {{stream}}",
+                ),
+                Query(
+                    f"sum by (stream) (rate(telemetry_stream_entries_handled_total[{RATE}]))",
+                    "stored {{stream}}",
+                ),
+                Query(
+                    f"sum by (stream) (rate(telemetry_stream_redeliveries_total[{RATE}]))",
+                    "redelivered {{stream}}",
+                ),
+            ),
+            unit="ops",
+        ),
+        Panel(
+            "Publisher buffer and losses",
+            "Entries buffered in a publisher while Redis is away, against its bound; entries "
+            "dropped beyond the bound, and trimmed from a stream before any logger stored them.",
+            (
+                Query("sum by (stream) (stream_publish_buffered_entries)", "buffered {{stream}}"),
+                Query("max by (stream) (stream_publish_buffer_max_entries)", "bound {{stream}}"),
+                Query(
+                    "sum by (stream) (stream_publish_dropped_entries_total)", "dropped {{stream}}"
+                ),
+                Query(
+                    "max by (stream) (telemetry_stream_trimmed_unconsumed_entries)",
+                    "trimmed unconsumed {{stream}}",
+                ),
+            ),
         ),
     ),
 )
@@ -469,10 +533,28 @@ def panel_json(panel: Panel, panel_id: int, x: int, y: int) -> dict:
     }
 
 
+def row_json(panel: Panel, panel_id: int, y: int) -> dict:
+    return {
+        "id": panel_id,
+        "type": "row",
+        "title": panel.title,
+        "datasource": PROMETHEUS,
+        "targets": [],
+        "collapsed": False,
+        "gridPos": {"h": 1, "w": 24, "x": 0, "y": y},
+        "panels": [],
+    }
+
+
 def dashboard_json(dashboard: Dashboard) -> dict:
     panels = []
     x = y = 0
     for panel_id, panel in enumerate(dashboard.panels, start=1):
+        if panel.kind == "row":
+            y += 8 if x else 0
+            panels.append(row_json(panel, panel_id, y))
+            x, y = 0, y + 1
+            continue
         if x + panel.width > 24:
             x, y = 0, y + 8
         panels.append(panel_json(panel, panel_id, x, y))

@@ -53,6 +53,8 @@ def load_dashboards(directory: Path = DASHBOARD_DIR) -> list[dict]:
 def panels_of(dashboard: dict) -> list[PanelQueries]:
     found = []
     for panel in dashboard["panels"]:
+        if panel["type"] == "row":
+            continue  # a heading, no query
         defaults = panel.get("fieldConfig", {}).get("defaults", {})
         mappings = {
             value: option["text"]

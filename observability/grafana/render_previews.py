@@ -144,7 +144,7 @@ def draw_exemplars(
 
 def render_dashboard(dashboard: dict, prometheus: str, start: float, end: float) -> plt.Figure:
     panels = panels_of(dashboard)
-    grid = [p["gridPos"] for p in dashboard["panels"]]
+    grid = [p["gridPos"] for p in dashboard["panels"] if p["type"] != "row"]
     rows = max(g["y"] + g["h"] for g in grid) // ROW_UNITS
     height = 3.4 * rows + 0.6
     figure = plt.figure(figsize=(16, height))

@@ -41,8 +41,12 @@ class Slo:
     description: str
     selector: str  # which requests count
     latency_le: str | None = None  # a latency SLO: good = faster than this bucket bound
+    # A time-based SLO: a recorded 0/1 series (1 = bad); the error ratio is its average.
+    bad_series: str | None = None
 
     def error_ratio(self, window: str) -> str:
+        if self.bad_series is not None:
+            return f"avg_over_time({self.bad_series}[{window}])"
         total = f"sum(rate({REQUESTS}_count{{{self.selector}}}[{window}]))"
         if self.latency_le is None:
             bad = (
@@ -85,6 +89,14 @@ SLOS = (
         "POST /api/servo/set-position answered within 250 ms",
         f'job="gateway",{SERVO_COMMAND}',
         latency_le="0.25",
+    ),
+    Slo(
+        "telemetry-ingest-freshness",
+        "TelemetryIngestFreshness",
+        0.99,
+        "the time samples are published with the newest stored one at most 5 s old",
+        "",
+        bad_series="telemetry:ingest_stale:bool",
     ),
 )
 

@@ -21,6 +21,7 @@ from opentelemetry import context, trace
 from services.motion.config import MotionConfig
 from services.motion.servo_link import ServoLink, ServoUnavailable
 from services.motion.trajectory import Trajectory
+from servoscope.streams import StreamPublisher
 
 log = logging.getLogger(__name__)
 tracer = trace.get_tracer("services.motion.moves")
@@ -80,11 +81,42 @@ class Move:
 class MoveManager:
     """Owns every move of this process and the threads that stream them."""
 
-    def __init__(self, config: MotionConfig, servo: ServoLink) -> None:
+    def __init__(
+        self,
+        config: MotionConfig,
+        servo: ServoLink,
+        events: StreamPublisher | None = None,
+        producer: str = "motion-planner",
+    ) -> None:
         self.config = config
         self.servo = servo
+        self.events = events  # servoscope:move-events; None publishes nothing
+        self.producer = producer
+        self._event_seq = 0
         self._moves: OrderedDict[str, Move] = OrderedDict()
         self._lock = threading.Lock()
+
+    def _event(self, move: Move, kind: str) -> None:
+        """Publish a move event in the current (the move's) trace; never blocks."""
+        if self.events is None:
+            return
+        with self._lock:
+            self._event_seq += 1
+            seq = self._event_seq
+        detail = {"state": move.state, "target_angle": move.trajectory.target}
+        if move.reason:
+            detail["reason"] = move.reason
+        self.events.publish(
+            {
+                "producer": self.producer,
+                "seq": seq,
+                "kind": kind,
+                "subject": move.id,
+                "channel": move.channel,
+                "ts": time.time(),
+                "detail": detail,
+            }
+        )
 
     def start(self, channel: int, trajectory: Trajectory) -> Move:
         with self._lock:
@@ -94,6 +126,7 @@ class MoveManager:
             move = Move(uuid.uuid4().hex[:16], channel, trajectory)
             self._moves[move.id] = move
             self._forget_old()
+        self._event(move, "accepted")
         parent = context.get_current()
         threading.Thread(
             target=self._stream, args=(move, parent), name=f"move-{move.id}", daemon=True
@@ -124,6 +157,7 @@ class MoveManager:
         move.reason = reason
         move.finished_at = time.time()
         log.info("move %s %s", move.id, state, extra={"move_id": move.id, "reason": reason})
+        self._event(move, state)
 
     def _stream(self, move: Move, parent: context.Context) -> None:
         """Send each setpoint at its time; stop at the first failure or on cancel."""
@@ -148,6 +182,7 @@ class MoveManager:
         points = move.trajectory.setpoints(self.config.rate_hz)
         move.setpoints_total = len(points)
         move.state = "running"
+        self._event(move, "started")
         started = time.monotonic()
         for index, (at, angle) in enumerate(points):
             if move.cancel.wait(max(0.0, started + at - time.monotonic())):

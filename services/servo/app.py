@@ -18,6 +18,7 @@ from services.servo.device import PySerialLink, SerialLink
 from services.servo.idempotency import IdempotencyCache
 from services.servo.lifecycle import ServoDevice
 from services.servo.telemetry_publisher import PublisherOptions, TelemetryPublisher
+from servoscope import streams
 from servoscope.appfactory import create_app as create_base_app
 from servoscope.settings import load
 
@@ -44,9 +45,12 @@ def create_app(config: ServoConfig | None = None, link: SerialLink | None = None
     app.extensions["servo.idempotency"] = IdempotencyCache(config.idempotency_window_s)
     app.register_blueprint(routes.blueprint)
     publisher = TelemetryPublisher(
-        settings.options("servo_telemetry", PublisherOptions, url=settings.url("telemetry")),
+        settings.options("servo_telemetry", PublisherOptions),
         config,
         device,
+        streams.redis_url(settings),
+        streams.load_options(settings),
+        streams.producer_name(SERVICE_NAME),
     )
     app.extensions["servo.telemetry_publisher"] = publisher
     device.start()

@@ -27,6 +27,7 @@ channel, bytes out/in, the device latency and the error bits read.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import enum
 import logging
 import threading
@@ -84,6 +85,8 @@ class ServoDevice:
         self.last_failure: str | None = None
         self.connected_since: float | None = None
         self.connects = 0
+        # Called as (event, reason) on connected, recovered, faulted, disconnected.
+        self.listeners: list[Callable[[str, str | None], None]] = []
 
     # --- life cycle ---
 
@@ -131,11 +134,18 @@ class ServoDevice:
             elif previous is DeviceState.ACTIVE:
                 self.connected_since = None
                 self._targets.clear()  # a power-cycled Maestro forgets them
+            connects = self.connects
         metrics.DEVICE_CONNECTED.set(1 if state is DeviceState.ACTIVE else 0)
         # Log arrivals and losses; a retry loop against an unplugged port stays quiet.
         if previous is not state and DeviceState.ACTIVE in (previous, state):
             suffix = f": {reason}" if reason else ""
             log.warning("device %s: %s -> %s%s", self.config.device, previous, state, suffix)
+            if state is DeviceState.ACTIVE:
+                event = "connected" if connects == 1 else "recovered"
+            else:
+                event = "faulted" if state is DeviceState.FAULTED else "disconnected"
+            for listener in self.listeners:
+                listener(event, reason)
 
     def _fault(self, reason: str) -> None:
         if self._state in (DeviceState.ACTIVE, DeviceState.CONNECTING):
@@ -351,6 +361,9 @@ class ServoDevice:
             return self._targets.get(channel)
 
     def record_target(self, channel: int, target: Target) -> None:
+        cause = trace.get_current_span().get_span_context()
+        if cause.is_valid and target.cause is None:
+            target = dataclasses.replace(target, cause=cause)
         with self._lock:
             self._targets[channel] = target
         metrics.TARGET_ANGLE.labels(str(channel)).set(target.angle)

@@ -7,8 +7,10 @@ tells the caller when that picture is too old to trust.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
+
+from opentelemetry.trace import SpanContext
 
 from services.servo.calibration import Calibration
 from services.servo.device_errors import iso_time
@@ -20,6 +22,8 @@ class Target:
 
     quarter_us: int
     angle: float
+    # The span of the command that set it: the samples it causes link back to it.
+    cause: SpanContext | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True)

@@ -1,18 +1,24 @@
-"""The telemetry logger: ingests sample batches into SQLite and serves them back.
+"""The telemetry logger: consumes the sample and event streams into its store, takes
+sample batches over HTTP too, and serves both back.
 
 Run it under gunicorn::
 
     gunicorn -c python:servoscope.gunicorn_conf 'services.telemetry.app:create_app()'
+
+Each worker is one consumer of the streams' group (:mod:`services.telemetry.ingest`).
 """
 
 from __future__ import annotations
 
+import math
+
 from flask import Flask
 
-from services.telemetry import contract, routes
-from services.telemetry.config import load_config
+from services.telemetry import contract, metrics, routes
+from services.telemetry.config import load_config, open_store
+from services.telemetry.ingest import Ingest
 from services.telemetry.retention import start_retention
-from services.telemetry.store import SampleStore
+from servoscope import streams
 from servoscope.appfactory import create_app as create_base_app
 from servoscope.settings import load
 
@@ -23,7 +29,7 @@ MAX_BODY_BYTES = 512 * 1024  # 1000 samples of about 100 bytes, with room to spa
 def create_app() -> Flask:
     settings = load()
     config = load_config(settings)
-    store = SampleStore(config.database, busy_timeout_s=config.busy_timeout_s)
+    store = open_store(config)
     app = create_base_app(
         SERVICE_NAME,
         settings=settings,
@@ -34,4 +40,8 @@ def create_app() -> Flask:
     app.extensions["telemetry.config"] = config
     app.register_blueprint(routes.blueprint)
     start_retention(store, config, config.retention_period_s)
+    metrics.FRESHNESS.set(math.nan)  # unknown until a sample is stored
+    ingest = Ingest(store, streams.redis_url(settings), streams.load_options(settings))
+    app.extensions["telemetry.ingest"] = ingest
+    ingest.start(config.monitor_period_s)
     return app

@@ -4,6 +4,7 @@ gateway's description of ``/api/telemetry``, and of its query parameters' checks
 from __future__ import annotations
 
 from services.telemetry.config import TelemetryConfig
+from services.telemetry.ingest import EVENT_KINDS
 from services.telemetry.samples import ANGLE_LIMIT, FIELDS, MAX_CHANNEL, TS_MAX, TS_MIN
 from servoscope.contract import Operation, Param
 
@@ -23,6 +24,17 @@ CURSOR = Param(
 )
 SINCE = Param("since", "query", {"type": "number", "minimum": 0}, False, "Unix time, seconds")
 UNTIL = Param("until", "query", {"type": "number", "minimum": 0}, False, "Unix time, seconds")
+EVENT_KIND = Param(
+    "kind", "query", {"type": "string", "enum": sorted(set().union(*EVENT_KINDS.values()))}, False
+)
+EVENT_SUBJECT = Param(
+    "subject",
+    "query",
+    {"type": "string", "minLength": 1, "maxLength": 200},
+    required=False,
+    description="a move id, or the device (its serial port or URL)",
+)
+EVENT_PARAMETERS = {"kind", "subject", "channel", "since", "until", "limit", "cursor"}
 
 
 def operations(config: TelemetryConfig) -> list[Operation]:
@@ -67,6 +79,22 @@ def operations(config: TelemetryConfig) -> list[Operation]:
                 "required": ["samples", "next_cursor"],
                 "properties": {
                     "samples": {"type": "array"},
+                    "next_cursor": {"type": ["string", "null"]},
+                },
+            },
+        ),
+        Operation(
+            "GET",
+            "/events",
+            "device and move events from the streams, in the order they were stored; an "
+            "unknown query parameter is refused",
+            {200: "a page of events and the cursor of the next (null at the end)"},
+            params=(EVENT_KIND, EVENT_SUBJECT, CHANNEL, SINCE, UNTIL, LIMIT, CURSOR),
+            returns={
+                "type": "object",
+                "required": ["events", "next_cursor"],
+                "properties": {
+                    "events": {"type": "array"},
                     "next_cursor": {"type": ["string", "null"]},
                 },
             },

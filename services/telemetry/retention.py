@@ -3,18 +3,17 @@
 from __future__ import annotations
 
 import logging
-import sqlite3
 import threading
 import time
 
 from services.telemetry.config import TelemetryConfig
 from services.telemetry.metrics import LAST_PRUNE, SAMPLES_PRUNED
-from services.telemetry.store import SampleStore
+from services.telemetry.store import TelemetryStore
 
 log = logging.getLogger(__name__)
 
 
-def start_retention(store: SampleStore, config: TelemetryConfig, period_s: float = 30.0) -> None:
+def start_retention(store: TelemetryStore, config: TelemetryConfig, period_s: float = 30.0) -> None:
     """Prune now and then every ``period_s`` in a daemon thread (one per worker)."""
 
     def loop() -> None:
@@ -23,7 +22,8 @@ def start_retention(store: SampleStore, config: TelemetryConfig, period_s: float
                 removed = store.prune(max_age_s=config.max_age_s, max_rows=config.max_rows)
                 SAMPLES_PRUNED.inc(removed)
                 LAST_PRUNE.set(time.time())
-            except sqlite3.Error:
+            except Exception:
+                # The store is away (a locked file, a PostgreSQL restart): next period.
                 log.exception("retention pass failed; retrying next period")
             time.sleep(period_s)
 

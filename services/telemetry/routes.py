@@ -2,20 +2,31 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from flask import Blueprint, Response, current_app, jsonify, request
 
 from services.telemetry.config import TelemetryConfig
-from services.telemetry.contract import CHANNEL, CURSOR, LIMIT, SINCE, UNTIL
+from services.telemetry.contract import (
+    CHANNEL,
+    CURSOR,
+    EVENT_KIND,
+    EVENT_PARAMETERS,
+    EVENT_SUBJECT,
+    LIMIT,
+    SINCE,
+    UNTIL,
+)
 from services.telemetry.metrics import BATCHES_REJECTED, SAMPLES_STORED
 from services.telemetry.samples import parse_batch
-from services.telemetry.store import IdempotencyConflict, SampleStore
+from services.telemetry.store import IdempotencyConflict, TelemetryStore
 from servoscope.jsonbody import invalid, json_value
 from servoscope.problems import Problem
 
 blueprint = Blueprint("telemetry", __name__)
 
 
-def store() -> SampleStore:
+def store() -> TelemetryStore:
     return current_app.extensions["telemetry.store"]
 
 
@@ -48,18 +59,41 @@ def post_samples() -> tuple[Response, int, dict[str, str]]:
     return jsonify(receipt.as_dict()), 202, headers
 
 
+def _page_query() -> dict[str, Any]:
+    """The filters and the page both listings take: channel, since, until, limit, cursor."""
+    return {
+        "channel": CHANNEL.read(),
+        "since": SINCE.read(),
+        "until": UNTIL.read(),
+        "limit": LIMIT.read(),
+        "after_id": CURSOR.read(),
+    }
+
+
+def _page(name: str, rows: list[dict[str, Any]], limit: int) -> Response:
+    """A page of ``rows`` and the cursor of the next one (``null`` on the last)."""
+    next_cursor = str(rows[-1]["id"]) if len(rows) == limit else None
+    return jsonify(**{name: rows}, next_cursor=next_cursor)
+
+
 @blueprint.get("/samples")
 def get_samples() -> Response:
-    limit = LIMIT.read()
-    samples = store().query(
-        channel=CHANNEL.read(),
-        since=SINCE.read(),
-        until=UNTIL.read(),
-        after_id=CURSOR.read(),
-        limit=limit,
-    )
-    next_cursor = str(samples[-1]["id"]) if len(samples) == limit else None
-    return jsonify(samples=samples, next_cursor=next_cursor)
+    query = _page_query()
+    return _page("samples", store().query(**query), query["limit"])
+
+
+@blueprint.get("/events")
+def get_events() -> Response:
+    """Device and move events from the streams, in the order they were stored."""
+    unknown = sorted(set(request.args) - EVENT_PARAMETERS)
+    if unknown:
+        raise invalid(
+            unknown[0],
+            f"unknown query parameter {unknown[0]!r}; use {sorted(EVENT_PARAMETERS)}",
+        )
+    query = _page_query()
+    events = store().query_events(kind=EVENT_KIND.read(), subject=EVENT_SUBJECT.read(), **query)
+    return _page("events", events, query["limit"])
 
 
 @blueprint.get("/stats")

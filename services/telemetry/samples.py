@@ -27,7 +27,8 @@ class Sample:
     ts: float
 
 
-def _sample(entry: Any) -> Sample:
+def sample_from(entry: Any) -> Sample:
+    """One validated sample, or a 422 problem naming the first bad field."""
     if not isinstance(entry, dict):
         raise Problem(
             422,
@@ -65,7 +66,7 @@ def parse_batch(body: Any, max_batch: int) -> list[Sample]:
     errors: list[dict[str, Any]] = []
     for index, entry in enumerate(body):
         try:
-            samples.append(_sample(entry))
+            samples.append(sample_from(entry))
         except Problem as problem:
             errors.append(
                 {"index": index, "field": problem.extensions.get("field"), "detail": problem.detail}

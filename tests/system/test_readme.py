@@ -47,6 +47,8 @@ def test_every_readme_curl_command_works(stack: Stack) -> None:
                     "motion": "ok",
                     "telemetry": "ok",
                 }, body
+            elif "/api/telemetry/events" in command:
+                assert body["events"] and "kind" in body["events"][0], body
             else:
                 assert body["channel"] in (0, 1), body
         else:

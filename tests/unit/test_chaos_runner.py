@@ -53,6 +53,14 @@ def test_a_control_run_switches_the_named_stages_off_wherever_they_are_set() -> 
     assert protected["defaults"]["breaker"]["enabled"] is True
 
 
+def test_a_protection_that_is_a_setting_is_switched_off_in_the_control_run_only() -> None:
+    down = next(e for e in ALL if e.name == "telemetry-down")
+    assert down.has_control and "consumer group" in down.switched_off
+    assert runner.stack_settings(down, protected=False)["SERVOSCOPE_STREAMS_DELIVERY"] == "latest"
+    assert "SERVOSCOPE_STREAMS_DELIVERY" not in runner.stack_settings(down, protected=True)
+    assert down.run_timeout_s > runner.RUN_TIMEOUT_S  # a two-minute outage inside
+
+
 def test_an_experiments_route_changes_are_merged_key_by_key() -> None:
     network = next(e for e in ALL if e.name == "network-latency-reset")
     table = runner.route_table(network, protected=True)
