@@ -3,8 +3,9 @@
 :class:`SerialLink` is that seam; :class:`PySerialLink` satisfies it with pyserial
 on a real Maestro (``/dev/ttyACM0``), the simulator's pty, or any pyserial URL: a
 Maestro on another host behind ser2net (``rfc2217://host:port``, ``socket://host:port``)
-or the simulator served the same way; any test double can satisfy it too. Above it, :mod:`services.servo.protocol` does no I/O at all, and
-:mod:`services.servo.lifecycle` decides what a failure means for the device.
+or the simulator served the same way; any test double can satisfy it too. Above it,
+:mod:`services.servo.protocol` does no I/O at all, and :mod:`services.servo.lifecycle`
+decides what a failure means for the device.
 """
 
 from __future__ import annotations
