@@ -37,7 +37,7 @@ def shared_state(settings: Settings) -> SharedState:
     metrics.SHARED_STATE_CONFIGURED.set(1 if shared else 0)
     if shared:
         return SharedState.connect(
-            f"redis://{settings.host}:{settings.port('redis')}/0", up_gauge=metrics.SHARED_STATE_UP
+            f"redis://{settings.address('redis')}/0", up_gauge=metrics.SHARED_STATE_UP
         )
     return SharedState.local(up_gauge=metrics.SHARED_STATE_UP)
 
