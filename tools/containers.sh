@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The container tool chain, idempotently, without touching the host's own container config:
 #   - Debian's podman, buildah, runc, netavark, aardvark-dns, debootstrap (apt);
-#   - a project containers.conf in the cache (point CONTAINERS_CONF at it): nofile 20000
-#     (podman's default is above this machine kind's hard limit), runc (crun refuses hybrid
+#   - a project containers.conf in the cache (point CONTAINERS_CONF at it): nofile and nproc
+#     at the hard limits (podman's defaults are above them here), runc (crun refuses hybrid
 #     cgroups), and network definitions kept in the cache, not in /etc/containers;
 #   - the Debian bookworm base image every servoscope image builds FROM, made by debootstrap
 #     (no registry is needed): localhost/servoscope/debian:bookworm.
@@ -24,10 +24,16 @@ say() { printf '==> %s\n' "$*" >&2; }
 
 write_conf() {
     mkdir -p "$dir/networks"
+    # podman's defaults ask for more open files and processes than this machine kind allows
+    # (no CAP_SYS_RESOURCE): the open-file hard limit, and 32768 processes (runc was refused
+    # 65536 here, though below the shell's hard limit).
+    local nofile ulimits
+    nofile=$(ulimit -Hn)
+    ulimits="\"nofile=$nofile:$nofile\", \"nproc=32768:32768\""
     cat >"$conf.tmp" <<EOF
 # Written by tools/containers.sh; used through CONTAINERS_CONF by make images and the tests.
 [containers]
-default_ulimits = ["nofile=20000:20000"]
+default_ulimits = [$ulimits]
 
 [engine]
 runtime = "runc"
@@ -53,7 +59,7 @@ base_present() {
 
 case "$mode" in
     --conf)
-        [ -f "$conf" ] || write_conf
+        write_conf
         echo "$conf"
         exit 0
         ;;

@@ -36,6 +36,7 @@ revision=$(git -C "$repo" rev-parse HEAD 2>/dev/null || echo unknown)
 ca=/etc/ssl/certs/ca-certificates.crt
 build() {  # target containerfile context
     local target=$1 file=$2 context=$3 started=$SECONDS
+    shift 3
     local ca_mount=()
     [ -s "$ca" ] && ca_mount=(--volume "$ca:/run/ca.crt:ro")
     podman build --quiet --layers --pull=never \
