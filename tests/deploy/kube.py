@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shlex
 import subprocess
 import time
 from collections.abc import Iterator
@@ -32,7 +33,8 @@ def tool_env() -> dict[str, str]:
     """``KUBE_BIN``, ``KUBECONFORM_SCHEMA_LOCATION``, ``KUBERNETES_VERSION``, ..."""
     script = REPO_ROOT / "tools" / "kubernetes.sh"
     out = subprocess.run([script, "env"], capture_output=True, text=True, check=True).stdout
-    return dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
+    pairs = (line.split("=", 1) for line in out.splitlines() if "=" in line)
+    return {name: "".join(shlex.split(value)) for name, value in pairs}  # shell-quoted values
 
 
 def tool(env: dict[str, str], name: str) -> str:
@@ -114,6 +116,8 @@ def api_server(env: dict[str, str], work: Path) -> Iterator[ApiServer]:
              "--service-account-signing-key-file", str(work / "sa.key"),
              "--service-cluster-ip-range", "10.96.0.0/16",
              "--endpoint-reconciler-type", "none",
+             # No controller manager makes the namespaces' default service accounts.
+             "--disable-admission-plugins", "ServiceAccount",
              # The hostPath device mode needs it; Pod Security still refuses it below
              # "privileged", which is what the check shows.
              "--allow-privileged=true"],

@@ -91,6 +91,7 @@ def test_rendering_matches_the_golden_file(env: dict[str, str], values: Path) ->
 def test_kubeconform_strict(env: dict[str, str], values: Path) -> None:
     result = subprocess.run(
         [tool(env, "kubeconform"), "-strict", "-summary", "-output", "text",
+         "-kubernetes-version", env["KUBERNETES_VERSION"].removeprefix("v"),
          "-schema-location", env["KUBECONFORM_SCHEMA_LOCATION"], "-"],
         input=helm_template(env, values), capture_output=True, text=True, check=False,
     )  # fmt: skip
