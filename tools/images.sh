@@ -4,7 +4,8 @@
 #   gateway servo-controller motion-planner telemetry-logger device-state simulator
 # and the CI-only images of the stack's third-party servers (jaeger, prometheus, redis,
 # pause), which stand in for upstream images where no registry is reachable.
-# Layers are cached by podman, so a second run with unchanged sources takes seconds.
+# An image whose inputs (sources, Containerfile, base) did not change is not rebuilt, so a
+# second run takes seconds; its revision label names the commit that first built them.
 # Usage: tools/images.sh [--sizes]   (--sizes: print "name size-in-bytes" per image, build nothing)
 set -euo pipefail
 
@@ -33,34 +34,60 @@ if [ "${1:-}" = "--sizes" ]; then
 fi
 
 revision=$(git -C "$repo" rev-parse HEAD 2>/dev/null || echo unknown)
+base_id=$(podman image inspect --format '{{.Id}}' "$BASE_IMAGE")
 ca=/etc/ssl/certs/ca-certificates.crt
-build() {  # target containerfile context
-    local target=$1 file=$2 context=$3 started=$SECONDS
-    shift 3
+
+inputs_digest() {  # directory files... -> one digest of everything a build reads
+    local dir=$1
+    shift
+    { (cd "$dir" && find . -type f -print0 | sort -z | xargs -0 sha256sum)
+      sha256sum "$@"; echo "$base_id $version"; } | sha256sum | cut -d' ' -f1
+}
+
+build() {  # target containerfile context inputs-digest [podman build options...]
+    local target=$1 file=$2 context=$3 digest=$4 started=$SECONDS
+    shift 4
+    local image="localhost/servoscope/$target:$tag"
+    # Even a fully cached podman build re-hashes every COPY source (the venv: seconds per
+    # image); an image built from the same inputs is kept as it is instead.
+    if [ "$(podman image inspect --format '{{index .Labels "dev.servoscope.inputs"}}' \
+        "$image" 2>/dev/null)" = "$digest" ]; then
+        say "  $image (unchanged)"
+        return
+    fi
     local ca_mount=()
     [ -s "$ca" ] && ca_mount=(--volume "$ca:/run/ca.crt:ro")
     podman build --quiet --layers --pull=never \
         --file "$file" --target "$target" --build-arg "BASE=$BASE_IMAGE" \
         "${ca_mount[@]}" \
-        --label "org.opencontainers.image.version=$version" \
-        --label "org.opencontainers.image.revision=$revision" \
-        --tag "localhost/servoscope/$target:$tag" "$@" "$context" >/dev/null
-    say "  localhost/servoscope/$target:$tag ($((SECONDS - started))s)"
+        --build-arg "VERSION=$version" --build-arg "REVISION=$revision" \
+        --build-arg "INPUTS=$digest" \
+        --tag "$image" "$@" "$context" >/dev/null
+    say "  $image ($((SECONDS - started))s)"
 }
 
 started=$SECONDS
 say "building servoscope images ($tag) from $BASE_IMAGE"
+# A build context of only what the Containerfile copies: podman walks the whole context on
+# every build, and the repo's .venv alone is thousands of files. Layers are cached by
+# content, so a fresh copy rebuilds nothing that did not change.
+context=$(mktemp -d)
+trap 'rm -rf "$context"' EXIT
+mkdir "$context/app" "$context/ci"
+(cd "$repo" && tar -c --exclude=__pycache__ --exclude=gateway/dev-keys.yaml \
+    pyproject.toml requirements.lock servoscope.toml servoscope gateway services) |
+    tar -x -C "$context/app"
+files=("$repo/deploy/images/Containerfile" "$repo/deploy/images/Containerfile.dockerignore")
+digest=$(inputs_digest "$context/app" "${files[@]}")
 for name in $SERVICES; do
-    build "$name" "$repo/deploy/images/Containerfile" "$repo" \
-        --ignorefile "$repo/deploy/images/Containerfile.dockerignore"
+    build "$name" "${files[0]}" "$context/app" "$digest" --ignorefile "${files[1]}"
 done
 
 jaeger="$cache/bin/jaeger-$JAEGER_VERSION"
 [ -x "$jaeger" ] || { say "$jaeger is missing: run make tools first"; exit 1; }
-context=$(mktemp -d)
-trap 'rm -rf "$context"' EXIT
-cp "$jaeger" "$context/jaeger"
+cp "$jaeger" "$context/ci/jaeger"
+digest=$(inputs_digest "$context/ci" "$repo/deploy/images/ci.Containerfile")
 for name in $CI_IMAGES; do
-    build "$name" "$repo/deploy/images/ci.Containerfile" "$context"
+    build "$name" "$repo/deploy/images/ci.Containerfile" "$context/ci" "$digest"
 done
 say "images ready in $((SECONDS - started))s"

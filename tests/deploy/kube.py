@@ -74,9 +74,10 @@ class ApiServer:
 def _certificates(directory: Path) -> None:
     """A serving certificate for 127.0.0.1 and the service-account signing key."""
     run = lambda *argv: subprocess.run(argv, check=True, capture_output=True)  # noqa: E731
+    key, cert = str(directory / "apiserver.key"), str(directory / "apiserver.crt")
     run("openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
         "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
-        "-keyout", str(directory / "apiserver.key"), "-out", str(directory / "apiserver.crt"))  # fmt: skip
+        "-keyout", key, "-out", cert)  # fmt: skip
     run("openssl", "genrsa", "-out", str(directory / "sa.key"), "2048")
     run("openssl", "rsa", "-in", str(directory / "sa.key"), "-pubout",
         "-out", str(directory / "sa.pub"))  # fmt: skip
