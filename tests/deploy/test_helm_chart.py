@@ -23,6 +23,7 @@ from typing import Any
 import pytest
 import yaml
 
+from servoscope.settings import REPO_ROOT
 from tests.deploy.kube import (
     CHART,
     CI_VALUES,
@@ -97,6 +98,24 @@ def test_kubeconform_strict(env: dict[str, str], values: Path) -> None:
     )  # fmt: skip
     assert result.returncode == 0, result.stdout + result.stderr
     assert "Invalid: 0, Errors: 0, Skipped: 0" in result.stdout, result.stdout
+
+
+def test_the_readmes_helm_template_line(env: dict[str, str], tmp_path: Path) -> None:
+    """What the README gives kubectl users renders, from the repo root, as written."""
+    readme = (REPO_ROOT / "README.md").read_text()
+    lines = [line for line in readme.splitlines() if line.startswith("helm template ")]
+    assert lines
+    for line in lines:
+        done = subprocess.run(
+            ["bash", "-c", line], cwd=REPO_ROOT, capture_output=True, text=True, check=False,
+            env={**os.environ, "PATH": f"{env['KUBE_BIN']}:{os.environ['PATH']}"},
+        )  # fmt: skip
+        assert done.returncode == 0, (line, done.stderr)
+        written = REPO_ROOT / "servoscope.yaml"
+        try:
+            assert "kind: DaemonSet" in written.read_text()
+        finally:
+            written.unlink(missing_ok=True)
 
 
 def test_no_key_no_gateway(env: dict[str, str]) -> None:

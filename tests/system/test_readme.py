@@ -71,7 +71,7 @@ def test_every_readme_curl_command_works(stack: Stack) -> None:
 def test_readme_make_targets_exist() -> None:
     makefile = (REPO_ROOT / "Makefile").read_text()
     for target in re.findall(
-        r"^make (\w+)", "\n".join(re.findall(r"```sh\n(.*?)```", README, re.S)), re.M
+        r"^make ([\w-]+)", "\n".join(re.findall(r"```sh\n(.*?)```", README, re.S)), re.M
     ):
         assert re.search(rf"^{target}:", makefile, re.M), target
 
