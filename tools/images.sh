@@ -35,6 +35,8 @@ fi
 
 revision=$(git -C "$repo" rev-parse HEAD 2>/dev/null || echo unknown)
 base_id=$(podman image inspect --format '{{.Id}}' "$BASE_IMAGE")
+stamps="$cache/containers/image-inputs"
+mkdir -p "$stamps"
 ca=/etc/ssl/certs/ca-certificates.crt
 
 inputs_digest() {  # directory files... -> one digest of everything a build reads
@@ -47,11 +49,13 @@ inputs_digest() {  # directory files... -> one digest of everything a build read
 build() {  # target containerfile context inputs-digest [podman build options...]
     local target=$1 file=$2 context=$3 digest=$4 started=$SECONDS
     shift 4
-    local image="localhost/servoscope/$target:$tag"
+    local image="localhost/servoscope/$target:$tag" stamp="$stamps/$target-$tag"
     # Even a fully cached podman build re-hashes every COPY source (the venv: seconds per
-    # image); an image built from the same inputs is kept as it is instead.
-    if [ "$(podman image inspect --format '{{index .Labels "dev.servoscope.inputs"}}' \
-        "$image" 2>/dev/null)" = "$digest" ]; then
+    # image); an image built from the same inputs is kept as it is instead. (The stamp is a
+    # file, not a label: podman reuses a cached label layer whatever its build argument.)
+    local id
+    id=$(podman image inspect --format '{{.Id}}' "$image" 2>/dev/null || true)
+    if [ -n "$id" ] && [ "$(cat "$stamp" 2>/dev/null)" = "$digest $id" ]; then
         say "  $image (unchanged)"
         return
     fi
@@ -61,8 +65,8 @@ build() {  # target containerfile context inputs-digest [podman build options...
         --file "$file" --target "$target" --build-arg "BASE=$BASE_IMAGE" \
         "${ca_mount[@]}" \
         --build-arg "VERSION=$version" --build-arg "REVISION=$revision" \
-        --build-arg "INPUTS=$digest" \
         --tag "$image" "$@" "$context" >/dev/null
+    echo "$digest $(podman image inspect --format '{{.Id}}' "$image")" >"$stamp"
     say "  $image ($((SECONDS - started))s)"
 }
 
