@@ -7,10 +7,11 @@ CACHE ?= $(HOME)/.cache/servoscope
 export PYTHONPATH := $(CURDIR)
 
 .DEFAULT_GOAL := help
-.PHONY: help venv tools up down status simulator test lint format lock bench load load-ui previews chaos
+.PHONY: help venv tools up down status simulator test lint format lock bench load load-ui previews chaos \
+	images k8s-tools k8s-check k8s-golden
 
 help: ## list the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
 
 $(STAMP): requirements.lock pyproject.toml
 	@echo "==> creating $(VENV) and installing requirements.lock" >&2
@@ -43,8 +44,20 @@ format: venv ## ruff: fix formatting and safe lint findings
 	@$(VENV)/bin/ruff format .
 	@$(VENV)/bin/ruff check --fix .
 
-test: venv tools lint ## the whole suite: unit, component and system tests (real processes)
+test: venv tools lint images k8s-tools ## the whole suite: unit, component, system and deploy tests (real processes)
 	@$(VENV)/bin/pytest
+
+images: tools ## OCI images of every process, built offline with podman (tools/images.sh)
+	@tools/images.sh
+
+k8s-tools: ## helm, kubeconform + schemas, etcd, kube-apiserver, kubectl (tools/kubernetes.sh client)
+	@tools/kubernetes.sh check-tools client || tools/kubernetes.sh client
+
+k8s-check: venv k8s-tools ## the Helm chart: lint, golden renders, kubeconform, dry run on a real API server
+	@$(VENV)/bin/pytest -q tests/deploy/test_helm_chart.py
+
+k8s-golden: venv k8s-tools ## rewrite tests/deploy/golden/ from the chart after a deliberate change
+	@SERVOSCOPE_UPDATE_GOLDEN=1 $(VENV)/bin/pytest -q tests/deploy/test_helm_chart.py -k golden
 
 lock: ## re-resolve requirements.lock from pyproject.toml (needs uv)
 	uv pip compile pyproject.toml --extra dev -p 3.11 -o requirements.lock

@@ -24,10 +24,10 @@ from servoscope.appfactory import create_app as create_base_app
 from servoscope.inbound import current_request_id
 from servoscope.problems import TYPE_BASE
 from servoscope.resilience.sharedstate import SharedState
-from servoscope.settings import Settings, load
+from servoscope.settings import Settings, SettingsError, load
 
 SERVICE_NAME = "gateway"
-LOOPBACK_OPEN = frozenset({"/healthz", "/readyz", "/metrics"})
+PROBE_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
 ALWAYS_OPEN = frozenset({"/openapi.json"})
 
 
@@ -39,22 +39,39 @@ def shared_state(settings: Settings) -> SharedState:
     metrics.SHARED_STATE_CONFIGURED.set(1 if shared else 0)
     if shared:
         return SharedState.connect(
-            f"redis://{settings.host}:{settings.port('redis')}/0", up_gauge=metrics.SHARED_STATE_UP
+            f"redis://{settings.address('redis')}/0", up_gauge=metrics.SHARED_STATE_UP
         )
     return SharedState.local(up_gauge=metrics.SHARED_STATE_UP)
 
 
-def is_loopback(address: str | None) -> bool:
+def probe_networks(settings: Settings) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
+    """Where /healthz, /readyz and /metrics answer without a key: ``[gateway] probes_from``.
+
+    Loopback on one machine; in Kubernetes the kubelet and Prometheus come from the
+    cluster's node and pod addresses, which the chart lets through.
+    """
+    raw = settings.sections.get("gateway", {}).get("probes_from", ["127.0.0.0/8", "::1/128"])
     try:
-        return ipaddress.ip_address(address or "").is_loopback
+        return [ipaddress.ip_network(cidr) for cidr in raw]
+    except ValueError as exc:
+        raise SettingsError(
+            f"{settings.source}: [gateway] probes_from: {exc}; list networks like 127.0.0.0/8"
+        ) from None
+
+
+def is_from(address: str | None, networks: list) -> bool:
+    try:
+        ip = ipaddress.ip_address(address or "")
     except ValueError:
         return False
+    return any(ip in network for network in networks if network.version == ip.version)
 
 
 def create_app() -> Flask:
     settings = load()
     keys = KeyStore.from_file(settings.path("gateway", "keys_file"))
     table = load_routes(settings.path("gateway", "routes_file"), settings)
+    probers = probe_networks(settings)
     largest_body = max(route.max_body_bytes for route in table.routes)
     app = create_base_app(SERVICE_NAME, settings=settings, max_body_bytes=largest_body)
     # `/a//b` is a 404 like any path the table lacks, not a redirect to a path the
@@ -74,7 +91,7 @@ def create_app() -> Flask:
         if (
             path in ALWAYS_OPEN
             or path.startswith(TYPE_BASE)
-            or (path in LOOPBACK_OPEN and is_loopback(request.remote_addr))
+            or (path in PROBE_PATHS and is_from(request.remote_addr, probers))
         ):
             return
         g.api_key = keys.authenticate(request.headers.get("Authorization"))

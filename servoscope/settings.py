@@ -57,9 +57,18 @@ class Settings:
     def host(self) -> str:
         return str(self.get("stack", "host"))
 
+    def address(self, name: str) -> str:
+        """``host:port`` of a component, e.g. ``address("redis")``.
+
+        The host is ``[hosts] <name>`` when set (containers and Kubernetes reach each
+        component by its own name), else ``[stack] host``.
+        """
+        host = self.sections.get("hosts", {}).get(name) or self.host
+        return f"{host}:{self.port(name)}"
+
     def url(self, name: str) -> str:
         """Base URL of a component of the stack, e.g. ``url("servo")``."""
-        return f"http://{self.host}:{self.port(name)}"
+        return f"http://{self.address(name)}"
 
     def instance_ports(self, name: str) -> list[str]:
         """Port names of every instance of a service: ``name``, then ``name_2``, ``name_3``...

@@ -39,7 +39,7 @@ def setup_tracing(service_name: str, settings: Settings) -> None:
     )
     ratio = float(settings.get("telemetry", "sampling_ratio"))
     provider = TracerProvider(resource=resource, sampler=ParentBased(TraceIdRatioBased(ratio)))
-    endpoint = f"http://{settings.host}:{settings.port('jaeger_otlp_http')}/v1/traces"
+    endpoint = f"{settings.url('jaeger_otlp_http')}/v1/traces"
     provider.add_span_processor(
         BatchSpanProcessor(
             OTLPSpanExporter(endpoint=endpoint, timeout=2), schedule_delay_millis=500

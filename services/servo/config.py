@@ -1,8 +1,10 @@
 """The servo controller's configuration: ``[servo]`` of servoscope.toml plus ``SERVO_PORT``.
 
 ``SERVO_PORT`` names the serial device, e.g. ``/dev/ttyACM0`` for a real Pololu
-Maestro; the local stack points it at the simulator's pty link. Channels are set
-up by ``[servo.channel_defaults]``, overridden per channel by ``[servo.channels.N]``::
+Maestro, or any pyserial URL (``rfc2217://host:2217`` for a Maestro behind ser2net or
+the simulator in another container); the local stack points it at the simulator's pty
+link. Channels are set up by ``[servo.channel_defaults]``, overridden per channel by
+``[servo.channels.N]``::
 
     [servo.channel_defaults]
     min_us = 1000.0          # pulse width at min_angle

@@ -1,9 +1,11 @@
 """The one seam between the servo controller and the wire: bytes out, bytes in, a deadline.
 
 :class:`SerialLink` is that seam; :class:`PySerialLink` satisfies it with pyserial
-on a real Maestro (``/dev/ttyACM0``) or the simulator's pty, and any test double can
-satisfy it too. Above it, :mod:`services.servo.protocol` does no I/O at all, and
-:mod:`services.servo.lifecycle` decides what a failure means for the device.
+on a real Maestro (``/dev/ttyACM0``), the simulator's pty, or any pyserial URL: a
+Maestro on another host behind ser2net (``rfc2217://host:port``, ``socket://host:port``)
+or the simulator served the same way; any test double can satisfy it too. Above it,
+:mod:`services.servo.protocol` does no I/O at all, and :mod:`services.servo.lifecycle`
+decides what a failure means for the device.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import threading
 from typing import Protocol
 
 import serial
+import serial.rfc2217
 
 # What a port that went away raises: pyserial's errors, OSError from reads and
 # writes, termios.error from tcflush/tcsetattr (EIO once a pty's master is gone).
@@ -21,6 +24,25 @@ PORT_ERRORS = (serial.SerialException, OSError, termios.error)
 
 
 LINE_QUEUE_EXCHANGES = 2
+
+
+def _has_write_timeout(port: serial.SerialBase) -> bool:
+    """pyserial's RFC 2217 client refuses write timeouts; its writes go to a TCP socket."""
+    return not isinstance(port, serial.rfc2217.Serial)
+
+
+def _drop_input(port: serial.SerialBase) -> None:
+    """Discard received bytes nobody asked for.
+
+    Over RFC 2217, ``reset_input_buffer`` also purges the remote port and waits for its
+    acknowledgement (a round trip plus pyserial's 50 ms polling) on every exchange;
+    dropping what has arrived here is what the exchange needs.
+    """
+    if isinstance(port, serial.rfc2217.Serial):
+        while port.in_waiting:
+            port.read(port.in_waiting)
+    else:
+        port.reset_input_buffer()
 
 
 class DeviceUnavailable(Exception):
@@ -54,7 +76,8 @@ class SerialLink(Protocol):
 class PySerialLink:
     """A pyserial port owned exclusively; one request/response exchange at a time.
 
-    The port is opened by path every time, so a symlink that is repointed (the
+    ``path`` is a device path or a pyserial URL (``rfc2217://``, ``socket://``). The
+    port is opened by path every time, so a symlink that is repointed (the
     simulator's ``--link`` after a replug, a udev ``/dev/serial/by-id`` name) is
     followed to the new device on reconnect.
     """
@@ -77,10 +100,14 @@ class PySerialLink:
         if self._port is not None and self._port.is_open:
             return
         try:
-            self._port = serial.Serial(
-                self.path, baudrate=self.baud, timeout=0, write_timeout=1.0, exclusive=True
+            port = serial.serial_for_url(
+                self.path, baudrate=self.baud, timeout=0, exclusive=True, do_not_open=True
             )
-            self._port.reset_input_buffer()  # bytes from before we owned the port are stale
+            if _has_write_timeout(port):
+                port.write_timeout = 1.0
+            port.open()
+            self._port = port
+            port.reset_input_buffer()  # bytes from before we owned the port are stale
         except PORT_ERRORS as exc:
             self._close_locked()
             raise DeviceUnavailable(f"cannot open {self.path}: {exc}") from exc
@@ -106,9 +133,9 @@ class PySerialLink:
             if port is None or not port.is_open:
                 raise DeviceUnavailable(f"{self.path} is not open")
             try:
-                port.reset_input_buffer()  # a late reply to a timed-out read must not leak here
+                _drop_input(port)  # a late reply to a timed-out read must not leak here
                 # pyserial reconfigures the tty on every timeout assignment: only on change.
-                if port.write_timeout != timeout:
+                if port.write_timeout != timeout and _has_write_timeout(port):
                     port.write_timeout = timeout
                 if port.timeout != timeout:
                     port.timeout = timeout

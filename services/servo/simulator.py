@@ -12,11 +12,14 @@ Command line::
         [--device-number 12] [--crc] [--speed 0] [--acceleration 0]
         [--home-us 1500] [--min-us 992] [--max-us 2000] [--link PATH]
         [--control-port PORT] [--control-host 127.0.0.1] [--seed N]
+        [--rfc2217-port PORT] [--rfc2217-host 127.0.0.1]
 
 The first line on stdout is ``device: <pty slave path>``; then
 ``control: http://HOST:PORT`` when the control server is on, and
-``link: PATH`` when ``--link`` is given. SIGTERM or SIGINT stops it (exit 0);
-it closes the pty and removes the link. ``--baud 0`` turns reply pacing off;
+``link: PATH`` when ``--link`` is given, and ``rfc2217: rfc2217://HOST:PORT`` when
+``--rfc2217-port`` also serves the same Maestro over the network (RFC 2217, as ser2net
+serves a real one; see :mod:`services.servo.rfc2217_server`). SIGTERM or SIGINT
+stops it (exit 0); it closes the pty and removes the link. ``--baud 0`` turns reply pacing off;
 ``--control-port 0`` (the default) turns the control server off.
 
 Control interface (HTTP/JSON, 127.0.0.1 only; errors are RFC 9457
@@ -81,6 +84,7 @@ from typing import Any
 
 from services.servo import protocol
 from services.servo.physics import ChannelConfig, ServoBank
+from services.servo.rfc2217_server import Rfc2217Server
 
 __all__ = ["FAULT_MODES", "Simulator", "SimulatorConfig", "main", "validate_fault"]
 
@@ -123,6 +127,9 @@ class SimulatorConfig:
     control_port: int | None = None
     control_host: str = "127.0.0.1"
     seed: int | None = None
+    # None: the pty only; 0: also RFC 2217 on an ephemeral port (see Simulator.rfc2217_url).
+    rfc2217_port: int | None = None
+    rfc2217_host: str = "127.0.0.1"
 
     def __post_init__(self) -> None:
         if not MIN_CHANNELS <= self.channels <= protocol.MAX_CHANNELS:
@@ -290,6 +297,7 @@ class Simulator:
         self._last_due = 0.0
         self._line_in_free = 0.0
         self._control: _ControlServer | None = None
+        self._rfc2217: Rfc2217Server | None = None
 
     def _new_decoder(self) -> protocol.CommandDecoder:
         return protocol.CommandDecoder(
@@ -316,11 +324,19 @@ class Simulator:
             self._control.start()
         self._thread = threading.Thread(target=self._serve, name="maestro-io", daemon=True)
         self._thread.start()
+        if self.config.rfc2217_port is not None:
+            self._rfc2217 = Rfc2217Server(
+                lambda: self.device_path, self.config.rfc2217_host, self.config.rfc2217_port
+            )
+            self._rfc2217.start()
 
     def stop(self) -> None:
         """Stop serving; close the pty, remove the link, stop the control server."""
         if self._thread is None:
             return
+        if self._rfc2217 is not None:
+            self._rfc2217.stop()
+            self._rfc2217 = None
         self._stopping.set()
         self._wake()
         self._thread.join(timeout=5)
@@ -354,6 +370,11 @@ class Simulator:
     def control_url(self) -> str | None:
         """``http://host:port`` of the control server, or None if it is off."""
         return self._control.url if self._control else None
+
+    @property
+    def rfc2217_url(self) -> str | None:
+        """``rfc2217://host:port`` where the device is served over the network, or None."""
+        return self._rfc2217.url if self._rfc2217 else None
 
     # --- faults ---
 
@@ -818,7 +839,8 @@ class _ControlHandler(BaseHTTPRequestHandler):
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m services.servo.simulator",
-        description="A Pololu Maestro servo controller simulated on a pseudo-terminal.",
+        description="A Pololu Maestro servo controller simulated on a pseudo-terminal "
+        "(and, with --rfc2217-port, served over the network).",
     )
     add = parser.add_argument
     add("--channels", type=int, default=12, help="number of channels, 6..24 (default 12)")
@@ -834,6 +856,8 @@ def _parser() -> argparse.ArgumentParser:
     add("--control-port", type=int, default=0, help="HTTP control port; 0 = off (default)")
     add("--control-host", default="127.0.0.1", help="HTTP control address (default 127.0.0.1)")
     add("--seed", type=int, help="random seed for the garble fault")
+    add("--rfc2217-port", type=int, help="also serve the device over RFC 2217 on this TCP port")
+    add("--rfc2217-host", default="127.0.0.1", help="RFC 2217 address (default 127.0.0.1)")
     add("--log-level", default="WARNING", help="stderr log level (default WARNING)")
     return parser
 
@@ -858,6 +882,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             control_port=args.control_port or None,
             control_host=args.control_host,
             seed=args.seed,
+            rfc2217_port=args.rfc2217_port,
+            rfc2217_host=args.rfc2217_host,
         )
     except ValueError as exc:
         parser.error(str(exc))
@@ -877,6 +903,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"control: {simulator.control_url}", flush=True)
         if config.link:
             print(f"link: {config.link}", flush=True)
+        if simulator.rfc2217_url:
+            print(f"rfc2217: {simulator.rfc2217_url}", flush=True)
         while not stop.wait(0.5):
             pass
     finally:

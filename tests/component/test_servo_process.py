@@ -1,7 +1,10 @@
 """The servo controller as it runs in the stack: gunicorn and the simulator as real processes.
 
 Unplugging the device must not cost the service its process: the same gunicorn worker
-answers 503 while the device is gone and recovers when it comes back.
+answers 503 while the device is gone and recovers when it comes back. Every test runs
+twice: on the simulator's pty, and with the simulator served over RFC 2217 on loopback
+(``SERVO_PORT=rfc2217://...``), the way the servo controller reaches a simulator in
+another container or pod, or a real Maestro behind ser2net.
 """
 
 from __future__ import annotations
@@ -23,10 +26,12 @@ from stack.ephemeral import answers_ok, free_ports, http, wait_for
 pytestmark = [pytest.mark.component, pytest.mark.timeout(60)]
 
 
-@pytest.fixture
-def processes(tmp_path: Path) -> Iterator[tuple[str, str, subprocess.Popen]]:
-    servo_port, control_port = free_ports(2)
+@pytest.fixture(params=["pty", "rfc2217"])
+def processes(request, tmp_path: Path) -> Iterator[tuple[str, str, subprocess.Popen]]:
+    servo_port, control_port, rfc2217_port = free_ports(3)
     link = tmp_path / "maestro"
+    network = ["--rfc2217-port", str(rfc2217_port)] if request.param == "rfc2217" else []
+    device = f"rfc2217://127.0.0.1:{rfc2217_port}" if network else str(link)
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
     log = (tmp_path / "servo.log").open("w")
     simulator = subprocess.Popen(
@@ -38,6 +43,7 @@ def processes(tmp_path: Path) -> Iterator[tuple[str, str, subprocess.Popen]]:
             str(link),
             "--control-port",
             str(control_port),
+            *network,
         ],
         cwd=REPO_ROOT,
         env=env,
@@ -48,7 +54,7 @@ def processes(tmp_path: Path) -> Iterator[tuple[str, str, subprocess.Popen]]:
         cwd=REPO_ROOT,
         env={
             **env,
-            "SERVO_PORT": str(link),
+            "SERVO_PORT": device,
             "SERVOSCOPE_BIND": f"127.0.0.1:{servo_port}",
             "SERVOSCOPE_TELEMETRY_ENABLED": "false",
         },

@@ -8,6 +8,7 @@ import re
 import signal
 import subprocess
 import time
+from collections.abc import Callable
 
 import pytest
 import serial
@@ -32,11 +33,15 @@ def test_the_readme_has_curl_examples() -> None:
     assert len(readme_commands("curl ")) >= 3
 
 
-def test_every_readme_curl_command_works(stack: Stack) -> None:
-    gateway = stack.url("gateway").removeprefix("http://")
+def check_readme_curl_commands(
+    run: Callable[[str], subprocess.CompletedProcess], gateway: str
+) -> None:
+    """Run every README curl line with ``run`` against ``gateway`` (host:port); check each.
+
+    The compose test runs the same lines inside its network namespace.
+    """
     for command in readme_commands("curl "):
-        local = command.replace("localhost:8080", gateway)
-        result = subprocess.run(["bash", "-c", local], capture_output=True, text=True, timeout=30)
+        result = run(command.replace("localhost:8080", gateway))
         assert result.returncode == 0, (command, result.stderr)
         body = json.loads(result.stdout)
         if "Authorization" in command:
@@ -56,10 +61,19 @@ def test_every_readme_curl_command_works(stack: Stack) -> None:
             assert body["type"].endswith("/unauthorized")
 
 
+def test_every_readme_curl_command_works(stack: Stack) -> None:
+    check_readme_curl_commands(
+        lambda command: subprocess.run(
+            ["bash", "-c", command], capture_output=True, text=True, timeout=30
+        ),
+        stack.url("gateway").removeprefix("http://"),
+    )
+
+
 def test_readme_make_targets_exist() -> None:
     makefile = (REPO_ROOT / "Makefile").read_text()
     for target in re.findall(
-        r"^make (\w+)", "\n".join(re.findall(r"```sh\n(.*?)```", README, re.S)), re.M
+        r"^make ([\w-]+)", "\n".join(re.findall(r"```sh\n(.*?)```", README, re.S)), re.M
     ):
         assert re.search(rf"^{target}:", makefile, re.M), target
 
