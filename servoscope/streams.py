@@ -140,7 +140,7 @@ def load_options(settings: Settings) -> StreamOptions:
 
 
 def redis_url(settings: Settings) -> str:
-    return f"redis://{settings.host}:{settings.port('redis')}/0"
+    return f"redis://{settings.address('redis')}/0"
 
 
 def connect(url: str, timeout_s: float) -> redis.Redis:
