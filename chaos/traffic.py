@@ -71,6 +71,7 @@ class Traffic:
     accepted_ts: list[float] = field(default_factory=list)  # samples answered 202
     base_ts: float = field(default_factory=lambda: float(int(time.time())))
     bystander: subprocess.Popen | None = None
+    bystander_dir: tempfile.TemporaryDirectory | None = None
 
 
 _traffic = Traffic()
@@ -192,11 +193,12 @@ def _start_bystander(duration_s: float) -> dict[str, Any]:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
+    _traffic.bystander_dir = tempfile.TemporaryDirectory(prefix="chaos-bystander-")
     _traffic.bystander = subprocess.Popen(
         [
             *("timeout", str(int(duration_s + 30))),
             *(sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1"),
-            *("--directory", tempfile.mkdtemp(prefix="chaos-bystander-")),
+            *("--directory", _traffic.bystander_dir.name),
         ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -226,6 +228,9 @@ def stop_traffic() -> int:
         _traffic.bystander.terminate()  # by its pid: the `timeout` wrapping the server
         _traffic.bystander.wait(timeout=10)
         _traffic.bystander = None
+    if _traffic.bystander_dir is not None:
+        _traffic.bystander_dir.cleanup()
+        _traffic.bystander_dir = None
     return len(_traffic.answers)
 
 

@@ -134,6 +134,7 @@ def _fuzz(stack: Stack, base: str, report: Path, *args: str) -> subprocess.Compl
             str(report),
             *args,
         ],
+        cwd=report.parent,  # its cache of past failures stays with this run, not the repo
         capture_output=True,
         text=True,
         timeout=420,
