@@ -8,7 +8,7 @@ export PYTHONPATH := $(CURDIR)
 
 .DEFAULT_GOAL := help
 .PHONY: help venv tools up down status simulator test lint format lock bench load load-ui previews chaos \
-	images k8s-tools k8s-check k8s-golden
+	images k8s-tools k8s-check k8s-golden k8s-node-tools k8s-up k8s-down k8s-e2e
 
 help: ## list the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -44,7 +44,7 @@ format: venv ## ruff: fix formatting and safe lint findings
 	@$(VENV)/bin/ruff format .
 	@$(VENV)/bin/ruff check --fix .
 
-test: venv tools lint images k8s-tools ## the whole suite: unit, component, system and deploy tests (real processes)
+test: venv tools lint images k8s-tools k8s-node-tools ## the whole suite: unit, component, system, deploy and Kubernetes tests
 	@$(VENV)/bin/pytest
 
 images: tools ## OCI images of every process, built offline with podman (tools/images.sh)
@@ -84,3 +84,15 @@ EXPERIMENT ?=
 HOG ?=
 chaos: venv tools ## the chaos suite on fresh stacks, protected and control runs (EXPERIMENT=servo-hang for one; HOG=1: with every core kept busy)
 	@$(PY) -m chaos $(EXPERIMENT) $(if $(HOG),--hog) --results $(RESULTS)/chaos-$$(date +%Y%m%d-%H%M%S)
+
+k8s-node-tools: k8s-tools ## the node's tools: kubelet, kube-proxy, containerd, CoreDNS... (tools/kubernetes.sh node)
+	@tools/kubernetes.sh check-tools node || tools/kubernetes.sh node
+
+k8s-up: venv k8s-node-tools ## start a single-node Kubernetes sealed in a network namespace (root)
+	@$(PY) -m deploy.cluster up
+
+k8s-down: ## stop that cluster and remove everything k8s-up created
+	@$(PY) -m deploy.cluster down
+
+k8s-e2e: venv tools images k8s-node-tools ## the Kubernetes tests alone: cluster lifecycle, network seal (root)
+	@$(VENV)/bin/pytest tests/kubernetes
