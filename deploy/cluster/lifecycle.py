@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from deploy.cluster import configs, dns, images, layout, netns, pki
+from stack.supervisor import say
 
 STOP_GRACE_S = 10.0
 # Paths outside STATE_DIR that the kubelet, containerd or the CNI plugins create when missing;
@@ -42,10 +43,6 @@ SYSCTLS = layout.STATE_DIR / "sysctls.json"
 
 class ClusterError(RuntimeError):
     """The cluster could not start; the message says which part and where its log is."""
-
-
-def say(message: str) -> None:
-    print(f"==> {message}", flush=True)
 
 
 @dataclass
