@@ -37,6 +37,15 @@ EVENT_SUBJECT = Param(
 EVENT_PARAMETERS = {"kind", "subject", "channel", "since", "until", "limit", "cursor"}
 
 
+def _page(name: str) -> dict[str, object]:
+    """The schema of one page of a listing: its rows and the cursor of the next page."""
+    return {
+        "type": "object",
+        "required": [name, "next_cursor"],
+        "properties": {name: {"type": "array"}, "next_cursor": {"type": ["string", "null"]}},
+    }
+
+
 def operations(config: TelemetryConfig) -> list[Operation]:
     angle = {"type": "number", "minimum": -ANGLE_LIMIT, "maximum": ANGLE_LIMIT}
     sample = {
@@ -74,14 +83,7 @@ def operations(config: TelemetryConfig) -> list[Operation]:
             "stored samples, oldest first, a page at a time",
             {200: "a page of samples and the cursor of the next (null at the end)"},
             params=(CHANNEL, SINCE, UNTIL, LIMIT, CURSOR),
-            returns={
-                "type": "object",
-                "required": ["samples", "next_cursor"],
-                "properties": {
-                    "samples": {"type": "array"},
-                    "next_cursor": {"type": ["string", "null"]},
-                },
-            },
+            returns=_page("samples"),
         ),
         Operation(
             "GET",
@@ -90,14 +92,7 @@ def operations(config: TelemetryConfig) -> list[Operation]:
             "unknown query parameter is refused",
             {200: "a page of events and the cursor of the next (null at the end)"},
             params=(EVENT_KIND, EVENT_SUBJECT, CHANNEL, SINCE, UNTIL, LIMIT, CURSOR),
-            returns={
-                "type": "object",
-                "required": ["events", "next_cursor"],
-                "properties": {
-                    "events": {"type": "array"},
-                    "next_cursor": {"type": ["string", "null"]},
-                },
-            },
+            returns=_page("events"),
         ),
         Operation(
             "GET",
