@@ -99,6 +99,13 @@ class Handler(BaseHTTPRequestHandler):
     do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = _handle
 
 
+class Server(ThreadingHTTPServer):
+    daemon_threads = True
+    # The listen backlog is set when the constructor binds: a class attribute, or the
+    # default 5 drops simultaneous connects (a concurrency test opens 8 at once).
+    request_queue_size = 128
+
+
 def main() -> None:
     global NAME
     parser = argparse.ArgumentParser()
@@ -106,9 +113,7 @@ def main() -> None:
     parser.add_argument("--name", default="upstream")
     args = parser.parse_args()
     NAME = args.name
-    server = ThreadingHTTPServer(("127.0.0.1", args.port), Handler)
-    server.daemon_threads = True
-    server.request_queue_size = 128
+    server = Server(("127.0.0.1", args.port), Handler)
     server.serve_forever()
 
 
