@@ -110,6 +110,12 @@ def stack(tmp_path_factory) -> Iterator[ComposeStack]:
         assert up.returncode == 0, f"podman-compose up failed; see {log}"
         yield stack
     finally:
+        # Every container's own log goes into the compose log before down removes it.
+        label = f"label=io.podman.compose.project={project}"
+        for name in podman(stack, "ps", "-a", "--format", "{{.Names}}", "--filter", label).split():
+            logs = stack.inside("podman", "logs", "--tail", "40", name)
+            with log.open("a") as out:
+                out.write(f"\n==> {name}\n{logs.stdout}{logs.stderr}")
         down = stack.compose("down", "-v", "-t", "5")
         with log.open("a") as out:
             out.write(down.stdout + down.stderr)
