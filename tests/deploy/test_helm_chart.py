@@ -128,6 +128,25 @@ def test_no_key_no_gateway(env: dict[str, str]) -> None:
     assert "apiKeys.keys" in result.stderr and "apiKeys.publicDevKey" in result.stderr
 
 
+def test_several_telemetry_loggers_only_on_postgres(env: dict[str, str]) -> None:
+    """SQLite has one writer: a second logger replica is refused unless the store is the
+    shared PostgreSQL, whose loggers take the DSN from a Secret and need no volume."""
+    simulator = CHART / "ci" / "simulator-values.yaml"
+    result = subprocess.run(
+        [tool(env, "helm"), "template", RELEASE, str(CHART), "-f", str(simulator),
+         "--set", "telemetryLogger.replicas=2"],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert result.returncode != 0 and "telemetryLogger.store: postgres" in result.stderr
+    external = documents(helm_template(env, CHART / "ci" / "external-values.yaml"))
+    [logger] = [d for d in external if d["kind"] == "StatefulSet"]
+    assert logger["spec"]["replicas"] == 2 and "volumeClaimTemplates" not in logger["spec"]
+    env_vars = {e["name"]: e for e in logger["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env_vars["SERVOSCOPE_TELEMETRY_LOGGER_STORE"]["value"] == "postgres"
+    dsn = env_vars["SERVOSCOPE_TELEMETRY_LOGGER_POSTGRES_DSN"]["valueFrom"]["secretKeyRef"]
+    assert dsn == {"name": "servoscope-telemetry-postgres", "key": "dsn"}
+
+
 def test_the_public_dev_key_only_on_request(env: dict[str, str]) -> None:
     for values in CI_VALUES:
         secrets = [d for d in documents(helm_template(env, values)) if d["kind"] == "Secret"]
