@@ -29,20 +29,27 @@ def run(monkeypatch: pytest.MonkeyPatch) -> traffic.Traffic:
 
 def test_a_slowdown_the_whole_machine_shows_is_not_the_faults(run: traffic.Traffic) -> None:
     start, fault = run.marks["start"], run.marks["fault"]
-    run.answers += answers("moves", start, [10.0] * 100) + answers("moves", fault, [20.0] * 100)
+    run.answers += answers("moves", start, [100.0] * 100) + answers("moves", fault, [220.0] * 100)
     run.answers += answers(traffic.BYSTANDER, start, [2.0] * 100)
     run.answers += answers(traffic.BYSTANDER, fault, [4.0] * 100)  # everything 2x slower
     report = probes.isolation(["moves"])
-    assert report["unaffected_p95"]["ratio"] == 2.0
+    assert report["unaffected_p95"]["ratio"] == 2.2
     assert report["unaffected_p95"]["judged_ratio"] == 1.0
 
 
 def test_a_slowdown_only_the_stack_shows_breaks_isolation(run: traffic.Traffic) -> None:
     start, fault = run.marks["start"], run.marks["fault"]
-    run.answers += answers("moves", start, [10.0] * 100) + answers("moves", fault, [20.0] * 100)
+    run.answers += answers("moves", start, [100.0] * 100) + answers("moves", fault, [200.0] * 100)
     run.answers += answers(traffic.BYSTANDER, start, [2.0] * 200)
-    with pytest.raises(ActivityFailed, match=r"\[p95\] moves: 20.0 ms = 2.00 x"):
+    with pytest.raises(ActivityFailed, match=r"\[p95\] moves: 200.0 ms = 2.00 x"):
         probes.isolation(["moves"])
+
+
+def test_a_rise_within_a_scheduling_quantum_is_not_judged(run: traffic.Traffic) -> None:
+    start, fault = run.marks["start"], run.marks["fault"]
+    run.answers += answers("moves", start, [24.0] * 100) + answers("moves", fault, [40.0] * 100)
+    run.answers += answers(traffic.BYSTANDER, start, [2.0] * 200)
+    assert probes.isolation(["moves"])["unaffected_p95"]["ratio"] == 1.67
 
 
 def test_refusals_are_judged_against_the_wait_they_save(run: traffic.Traffic) -> None:
