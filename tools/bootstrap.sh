@@ -10,12 +10,12 @@ set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 # shellcheck source=tools/versions.env
 . "$here/versions.env"
+# shellcheck source=tools/apt.sh
+. "$here/apt.sh"
 cache=${SERVOSCOPE_CACHE:-$HOME/.cache/servoscope}
 bin="$cache/bin"
 mkdir -p "$bin"
 check_only=${1:-}
-
-say() { printf '==> %s\n' "$*" >&2; }
 
 jaeger="$bin/jaeger-$JAEGER_VERSION"
 toxiproxy="$bin/toxiproxy-$TOXIPROXY_VERSION"
@@ -41,20 +41,8 @@ flock 9
 
 if [ -n "$(missing_apt)" ]; then
     say "installing Debian packages: $APT_PACKAGES (missing: $(missing_apt))"
-    sudo_cmd=""
-    [ "$(id -u)" -eq 0 ] || sudo_cmd="sudo"
-    # Keep the packages' own daemons from starting: the stack runs its own with the repo's config.
-    policy=/usr/sbin/policy-rc.d
-    created_policy=0
-    if [ ! -e "$policy" ]; then
-        printf '#!/bin/sh\nexit 101\n' | $sudo_cmd tee "$policy" >/dev/null
-        $sudo_cmd chmod +x "$policy"
-        created_policy=1
-    fi
-    $sudo_cmd apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq --no-install-recommends \
-        $APT_PACKAGES >/dev/null
-    [ "$created_policy" -eq 0 ] || $sudo_cmd rm -f "$policy"
+    # shellcheck disable=SC2086
+    apt_install $APT_PACKAGES
     say "Debian packages installed"
 fi
 

@@ -14,13 +14,13 @@ set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 # shellcheck source=tools/versions.env
 . "$here/versions.env"
+# shellcheck source=tools/apt.sh
+. "$here/apt.sh"
 cache=${SERVOSCOPE_CACHE:-$HOME/.cache/servoscope}
 dir="$cache/containers"
 conf="$dir/containers.conf"
 base_tar="$dir/debian-$DEBIAN_SUITE-minbase.tar"
 mode=${1:-}
-
-say() { printf '==> %s\n' "$*" >&2; }
 
 write_conf() {
     mkdir -p "$dir/networks"
@@ -77,9 +77,8 @@ sudo_cmd=""
 [ "$(id -u)" -eq 0 ] || sudo_cmd="sudo"
 if [ -n "$(missing_apt)" ]; then
     say "installing Debian packages: $CONTAINER_APT_PACKAGES (missing: $(missing_apt))"
-    $sudo_cmd apt-get -o DPkg::Lock::Timeout=600 update -qq
-    DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get -o DPkg::Lock::Timeout=600 install -y -qq --no-install-recommends \
-        $CONTAINER_APT_PACKAGES >/dev/null
+    # shellcheck disable=SC2086
+    apt_install $CONTAINER_APT_PACKAGES
     say "container tools installed"
 fi
 write_conf

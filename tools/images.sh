@@ -13,14 +13,14 @@ here=$(cd "$(dirname "$0")" && pwd)
 repo=$(cd "$here/.." && pwd)
 # shellcheck source=tools/versions.env
 . "$here/versions.env"
+# shellcheck source=tools/apt.sh
+. "$here/apt.sh"
 cache=${SERVOSCOPE_CACHE:-$HOME/.cache/servoscope}
 
 SERVICES="gateway servo-controller motion-planner telemetry-logger device-state simulator"
 CI_IMAGES="jaeger prometheus redis pause"
 version=$(sed -n 's/^version = "\(.*\)"$/\1/p' "$repo/pyproject.toml" | head -1)
 tag=${SERVOSCOPE_IMAGE_TAG:-$version}
-
-say() { printf '==> %s\n' "$*" >&2; }
 
 "$here/containers.sh" --check || "$here/containers.sh"
 CONTAINERS_CONF=$("$here/containers.sh" --conf)

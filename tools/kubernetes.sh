@@ -25,12 +25,12 @@ set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 # shellcheck source=tools/versions.env
 . "$here/versions.env"
+# shellcheck source=tools/apt.sh
+. "$here/apt.sh"
 cache=${SERVOSCOPE_CACHE:-$HOME/.cache/servoscope}
 bin="$cache/bin"
 src="$cache/src"
 mkdir -p "$bin" "$src"
-
-say() { printf '==> %s\n' "$*" >&2; }
 
 k8s=$KUBERNETES_VERSION
 schemas="$cache/kubeconform-schemas"
@@ -214,19 +214,8 @@ build_pause() {
 apt_packages() {
     command -v runc >/dev/null && command -v nft >/dev/null && [ -x "$cni_bin_dir/bridge" ] && return 0
     say "installing Debian packages: $KUBE_APT_PACKAGES"
-    local sudo_cmd="" policy=/usr/sbin/policy-rc.d created_policy=0
-    [ "$(id -u)" -eq 0 ] || sudo_cmd="sudo"
-    # nftables ships a service that would load /etc/nftables.conf on the host: keep it stopped.
-    if [ ! -e "$policy" ]; then
-        printf '#!/bin/sh\nexit 101\n' | $sudo_cmd tee "$policy" >/dev/null
-        $sudo_cmd chmod +x "$policy"
-        created_policy=1
-    fi
-    $sudo_cmd apt-get update -qq
     # shellcheck disable=SC2086
-    DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq --no-install-recommends \
-        $KUBE_APT_PACKAGES >/dev/null
-    [ "$created_policy" -eq 0 ] || $sudo_cmd rm -f "$policy"
+    apt_install $KUBE_APT_PACKAGES
 }
 
 if [ "$stage" = client ] || [ "$stage" = all ]; then
