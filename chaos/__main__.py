@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import signal
 import sys
 from pathlib import Path
 
@@ -13,7 +14,14 @@ from chaos.hog import cpu_hog
 HOG_LIMIT_S = 1500  # the loops end by themselves after this, even if the suite never does
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
 def main(argv: list[str] | None = None) -> int:
+    # SIGTERM unwinds like Ctrl-C: the running stack, its `chaos run` and the hog are
+    # stopped by the same cleanups instead of being left behind.
+    signal.signal(signal.SIGTERM, _interrupt)
     parser = argparse.ArgumentParser(
         prog="python -m chaos",
         description="Run the chaos experiments on fresh stacks, each with its protection "

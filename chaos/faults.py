@@ -118,26 +118,53 @@ def remove_toxics(toxiproxy_url: str, proxy: str) -> None:
 _spike: subprocess.Popen | None = None
 
 
-def start_spike(
+SPIKE_READY_S = 120  # locust's start-up, at nice 10 beside a CPU hog, can take a minute
+
+
+def prepare_spike(
     gateway_url: str, api_key: str, run_dir: str, users: int = 100, duration_s: int = 12
 ) -> int:
-    """``users`` locust users (chaos/spike_users.py), one request each per second, under
-    ``api_key``; the run stops by itself after ``duration_s``."""
+    """Start ``users`` locust users (chaos/spike_users.py) under ``api_key`` and return once
+    every one is spawned and waiting; :func:`start_spike` releases them. After that each
+    sends one request a second for ``duration_s``, then locust quits by itself."""
     global _spike
+    ready = Path(run_dir) / "spike.ready"
+    ready.unlink(missing_ok=True)
     with (Path(run_dir) / "logs" / "spike-locust.log").open("w") as log:
         _spike = subprocess.Popen(
             [
-                # The load generator stands for other machines: here it yields the CPU to
-                # the stack it loads (it still sends its burst; the probes check it did).
-                *("nice", "-n", "19", sys.executable, "-m", "locust"),
+                # The load generator stands for other machines: it yields most of the CPU
+                # to the stack it loads, yet (unlike nice 19) still gets enough beside a
+                # normal-priority hog to send its burst; the probes check it did.
+                *("nice", "-n", "10", sys.executable, "-m", "locust"),
                 *("-f", str(Path(__file__).with_name("spike_users.py"))),
                 *("--headless", "--only-summary", "--host", gateway_url),
-                *("-u", str(users), "-r", str(users), "-t", f"{duration_s}s"),
+                *("-u", str(users), "-r", str(users)),
+                *("-t", f"{SPIKE_READY_S + duration_s + 30}s"),  # a safety net only
             ],
-            env={**os.environ, "SERVOSCOPE_API_KEY": api_key},
+            env={
+                **os.environ,
+                "SERVOSCOPE_API_KEY": api_key,
+                "SERVOSCOPE_SPIKE_READY": str(ready),
+                "SERVOSCOPE_SPIKE_SECONDS": str(duration_s),
+            },
             stdout=log,
             stderr=subprocess.STDOUT,
         )
+    deadline = time.monotonic() + SPIKE_READY_S
+    while not ready.exists():
+        if _spike.poll() is not None or time.monotonic() > deadline:
+            _spike.kill()
+            raise RuntimeError(f"locust not ready within {SPIKE_READY_S}s (see spike-locust.log)")
+        time.sleep(0.1)
+    return _spike.pid
+
+
+def start_spike() -> int:
+    """Release the burst :func:`prepare_spike` readied."""
+    if _spike is None or _spike.poll() is not None:
+        raise RuntimeError("no spike prepared")
+    _spike.send_signal(signal.SIGUSR1)
     return _spike.pid
 
 
