@@ -8,6 +8,7 @@ non-zero unless both are true, and each run is judged from its journal.
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 from pathlib import Path
@@ -91,7 +92,17 @@ def _samples_lost(journal: Path) -> int:
 
 
 @pytest.mark.timeout(300)
-def test_make_chaos_runs_one_experiment_by_name(tmp_path: Path) -> None:
-    run, _ = make_chaos(tmp_path, "EXPERIMENT=servo-hang")
+def test_make_chaos_runs_one_experiment_by_name_beside_a_cpu_hog(tmp_path: Path) -> None:
+    """`make chaos EXPERIMENT=servo-hang HOG=1`: one experiment, protected and control,
+    while a busy loop at normal priority runs on every core; its verdicts still hold (the
+    runner exits 0 only when the protected run holds and the control breaks), and the
+    loops are gone when it ends."""
+    run, output = make_chaos(tmp_path, "EXPERIMENT=servo-hang", "HOG=1")
     journals = sorted(path.name for path in run.glob("*.journal.json"))
     assert journals == ["servo-hang-control.journal.json", "servo-hang-protected.journal.json"]
+    hogs = re.search(r"CPU hog: busy loops \[([\d, ]+)\] at normal priority", output)
+    assert hogs, output[:2000]
+    pids = [int(pid) for pid in hogs.group(1).split(",")]
+    assert len(pids) == os.cpu_count()
+    for pid in pids:
+        assert not Path(f"/proc/{pid}").exists(), f"busy loop {pid} still runs"
