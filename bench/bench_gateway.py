@@ -36,6 +36,10 @@ WRK_THREADS = 2
 DURATION_S = 6
 PACED_CONNECTIONS = 8
 BARE = "reference: bare proxy on gevent (bench/bare_proxy.py)"
+# [telemetry] sampling_ratio as production runs it, beside the stack's 1.0 (every trace).
+SAMPLING_RATIOS = (0.1, 0.01)
+# CPU per request against the bare proxy's, untraced and traced (at ratio 1.0).
+CPU_TARGETS = {"tracing off": 1.5, "tracing on": 1.3}
 UPSTREAM_PATH = "/ok"
 ROUTES = """
 defaults:
@@ -228,6 +232,7 @@ def gateway(
     threads: int = 16,
     worker_class: str | None = None,
     redis_port: int | None = None,
+    sampling_ratio: float = 1.0,
 ) -> Iterator[tuple[str, int]]:
     (port,) = free_ports(1)
     routes = work / "routes.yaml"
@@ -242,6 +247,7 @@ def gateway(
         SERVOSCOPE_GATEWAY_WORKERS=str(workers),
         SERVOSCOPE_TELEMETRY_ENABLED="true" if otlp_port else "false",
         SERVOSCOPE_PORTS_JAEGER_OTLP_HTTP=str(otlp_port or 0),
+        SERVOSCOPE_TELEMETRY_SAMPLING_RATIO=str(sampling_ratio),
     )
     env["SERVOSCOPE_GATEWAY_THREADS"] = str(threads)
     argv = gunicorn("gateway.app:create_app()", port, env, workers, threads)
@@ -328,6 +334,14 @@ def run(ctx: BenchContext) -> Section:
                         median([r.p50_ms for r in runs]),
                         median([r.p99_ms for r in runs]),
                     )
+            for sampled in SAMPLING_RATIOS:
+                variant = f"gateway, tracing on, sampling ratio {sampled:g}"
+                with gateway(work, upstream_url, otlp_port=otlp, sampling_ratio=sampled) as (
+                    gw,
+                    pid,
+                ):
+                    ctx.say(f"gateway bench: {variant}")
+                    results[variant] = best_of(ctx, gw + UPSTREAM_PATH, pid)
             with bare_proxy(work, upstream_url, otlp_port=otlp) as (bare, pid):
                 ctx.say("gateway bench: bare proxy, tracing on")
                 results[BARE + ", tracing on"] = best_of(ctx, bare + UPSTREAM_PATH, pid)
@@ -369,6 +383,17 @@ def run(ctx: BenchContext) -> Section:
         ]
     )
     ratio = results[traced].rps / nginx_rps
+    cpu_notes = []
+    for tracing, target in CPU_TARGETS.items():
+        ours = results[f"gateway, {tracing}"]
+        bare_cpu = results[f"{BARE}, {tracing}"].cpu_us
+        if ours.cpu_us and bare_cpu:
+            times = ours.cpu_us / bare_cpu
+            cpu_notes.append(
+                f"CPU per request, {tracing}: gateway {ours.cpu_us:,.0f} us against the bare "
+                f"proxy's {bare_cpu:,.0f} ({times:.2f}x; target <= {target}x: "
+                f"{'met' if times <= target else 'NOT met'})."
+            )
     return Section(
         title="Gateway: throughput against nginx, latency added",
         headers=[
@@ -399,6 +424,10 @@ def run(ctx: BenchContext) -> Section:
             f"{'met' if ratio >= 0.5 else 'NOT met'}; <= 1 ms added at p50 at half the "
             f"gateway's max rate: measured {added:+.2f} ms, "
             f"{'met' if added <= 1.0 else 'NOT met'}.",
+            *cpu_notes,
+            "Sampling ratio rows: the same gateway with [telemetry] sampling_ratio at 0.1 and "
+            "0.01 (parent-based: a request with no sampled parent is traced with that "
+            "probability), what production runs beside the local stack's 1.0.",
             "Paced rows: wrk with a Lua delay() per request over "
             f"{PACED_CONNECTIONS} connections (wrk2 is not packaged), so the rate is approximate "
             "and closed-loop per connection.",
