@@ -114,6 +114,25 @@ if lost > 0 then redis.call('INCRBY', KEYS[2], lost) end
 return ids
 """
 
+# Consumers are named per process (host:pid): each restart of a logger adds one to the
+# group. Remove those that hold no pending entry and have not read for idle_ms, in one
+# step, so none can read in between. KEYS: stream. ARGV: group, the caller's name, idle_ms.
+_FORGET_SCRIPT = """
+local removed = {}
+for _, c in ipairs(redis.call('XINFO', 'CONSUMERS', KEYS[1], ARGV[1])) do
+  local info = {}
+  for k = 1, #c, 2 do info[c[k]] = c[k + 1] end
+  if info['name'] ~= ARGV[2] and tonumber(info['pending']) == 0
+      and tonumber(info['idle']) > tonumber(ARGV[3]) then
+    redis.call('XGROUP', 'DELCONSUMER', KEYS[1], ARGV[1], info['name'])
+    removed[#removed + 1] = info['name']
+  end
+end
+return removed
+"""
+# A live consumer reads every block_s; one silent this many claim periods has departed.
+DEPARTED_AFTER_CLAIMS = 3
+
 
 def trimmed_key(stream: str) -> str:
     """The Redis counter of ``stream``'s entries trimmed before they were acknowledged."""
@@ -339,6 +358,7 @@ class StreamConsumer:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._next_claim = 0.0
+        self._forget = self.client.register_script(_FORGET_SCRIPT)
         self._tail: dict[str, str] = {}  # "latest" mode: the last id read per stream
         for stream in self.streams:
             metrics.stored.labels(stream)
@@ -398,6 +418,7 @@ class StreamConsumer:
             self._next_claim = time.monotonic() + self.options.claim_idle_s / 2
             for stream in self.streams:
                 handled += self._claim(stream)
+                self.forget_departed(stream)
         replies = self.client.xreadgroup(
             GROUP,
             self.name,
@@ -427,6 +448,15 @@ class StreamConsumer:
             if start == "0-0":
                 break
         return handled
+
+    def forget_departed(self, stream: str) -> list[str]:
+        """Remove the group's consumers that departed with nothing pending (their entries
+        were all acknowledged or claimed); returns their names."""
+        idle_ms = int(self.options.claim_idle_s * DEPARTED_AFTER_CLAIMS * 1000)
+        removed = self._forget(keys=[stream], args=[GROUP, self.name, idle_ms])
+        for name in removed:
+            log.info("stream consumer %s left the group of %s", name, stream)
+        return removed
 
     def _handle(self, stream: str, entries: list[Entry]) -> int:
         if not entries:

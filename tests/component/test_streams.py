@@ -147,6 +147,44 @@ def test_a_consumer_acknowledges_only_after_the_write_and_a_dead_ones_entries_ar
     assert store.stats()["samples"] == 300
 
 
+def test_departed_consumers_leave_the_group_once_nothing_is_pending_on_them(
+    broker: Redis, tmp_path: Path
+) -> None:
+    """Each logger process is a consumer of its own name: restarts must not pile up."""
+    redis_client = client(broker.port)
+    publisher = StreamPublisher(url(broker.port), streams.SAMPLES, FAST)
+    for seq in range(10):
+        publisher.publish(sample(seq), traced=False)
+    assert publisher.flush_once()
+
+    def failing(stream: str, entries: Sequence[Entry]) -> None:
+        raise RuntimeError("killed before the write")
+
+    def consumer(name: str, handler=lambda stream, entries: None) -> StreamConsumer:
+        made = StreamConsumer(url(broker.port), [streams.SAMPLES], FAST, handler, _metrics(), name)
+        made.ensure_group()
+        return made
+
+    holding = consumer("died-holding-entries", failing)
+    with pytest.raises(RuntimeError):
+        holding.consume_once()
+    done = consumer("exited-clean")
+    publisher.publish(sample(10), traced=False)
+    assert publisher.flush_once()
+    assert done.consume_once() == 1
+
+    def names() -> set[str]:
+        return {c["name"] for c in redis_client.xinfo_consumers(streams.SAMPLES, streams.GROUP)}
+
+    live = consumer("live")
+    assert live.forget_departed(streams.SAMPLES) == []  # neither has been silent long enough
+    time.sleep(FAST.claim_idle_s * streams.DEPARTED_AFTER_CLAIMS + 0.2)
+    # The one holding entries stays until they are claimed; the clean one goes.
+    assert live.forget_departed(streams.SAMPLES) == ["exited-clean"]
+    assert live.consume_once() == 10  # claims the dead one's entries, then forgets it
+    assert names() == {"live"}
+
+
 def test_without_a_group_entries_published_while_no_consumer_ran_are_never_read(
     broker: Redis, tmp_path: Path
 ) -> None:
