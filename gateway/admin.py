@@ -1,7 +1,7 @@
 """``/admin/*``: breaker states and switches, and the route table in force. Admin scope only.
 
 GET  /admin/breakers                                   every breaker's state
-POST /admin/breakers/<upstream>/<instance>/<action>    action: open, close, reset
+POST /admin/breakers/<upstream>/<instance>/<action>    action: open, close
 GET  /admin/config                                     the parsed route table
 """
 
@@ -15,7 +15,7 @@ from gateway.auth import require_scope
 from gateway.pipeline import Pipeline
 from servoscope.problems import Problem
 
-ACTIONS = ("open", "close", "reset")
+ACTIONS = ("open", "close")  # close also forgets the counted failures
 
 
 def blueprint(pipeline: Pipeline) -> Blueprint:

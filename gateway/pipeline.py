@@ -32,7 +32,6 @@ from dataclasses import dataclass, field
 from urllib.parse import quote
 
 from flask import Request
-from opentelemetry import trace
 from opentelemetry.trace import Span
 
 from gateway import metrics
@@ -56,7 +55,7 @@ from servoscope.outbound import (
 )
 from servoscope.problems import MEDIA_TYPE as PROBLEM_TYPE
 from servoscope.problems import Problem
-from servoscope.resilience.breaker import BreakerOpen
+from servoscope.resilience.breaker import CLOSED, BreakerOpen
 from servoscope.resilience.sharedstate import SharedState
 
 # RFC 3986 pchar (minus '%', which is encoded so a decoded '%' survives) and '/'.
@@ -213,7 +212,7 @@ class Pipeline:
     def _attempt(self, call: Call, number: int) -> Reply:
         remaining = call.deadline.check()  # 3: no attempt starts after the deadline
         upstream = call.route.upstream
-        member = self._admit(call)  # 6
+        member, breaker_state = self._admit(call)  # 6
         options = call.route.attempt_timeout  # 7
         if options.enabled:
             timeout = Timeout(
@@ -237,7 +236,7 @@ class Pipeline:
                 attributes={
                     "gateway.upstream.instance": member.instance.id,
                     "gateway.retry.attempt": number,
-                    "gateway.breaker.state": member.breaker.machine._state.name,
+                    "gateway.breaker.state": breaker_state,
                 },
             )
         except RequestUnsendable as exc:  # checked before, so not expected: never charged
@@ -255,23 +254,23 @@ class Pipeline:
         self._record(member, reply)
         return reply
 
-    def _admit(self, call: Call) -> Member:
-        """The load balancer's first candidate whose breaker lets the call through."""
+    def _admit(self, call: Call) -> tuple[Member, str]:
+        """The load balancer's first candidate whose breaker lets the call through, and
+        the breaker state it was let through in."""
         balancer = self.balancers[call.route.upstream]
         if not balancer.upstream.breaker.enabled:
             healthy = balancer.candidates(skip_open=False)
             if healthy:
-                return healthy[0]
+                return healthy[0], CLOSED
             raise BreakerOpen(1.0, "unhealthy")
         refused: BreakerOpen | None = None
         for member in balancer.candidates():
             try:
-                member.breaker.admit()
-                return member
+                return member, member.breaker.admit()
             except BreakerOpen as exc:
                 refused = exc
         if refused is None:  # every instance ejected or unhealthy
-            waits = [m.breaker._open_for() for m in balancer.members]
+            waits = [m.breaker.open_for() for m in balancer.members]
             refused = BreakerOpen(max(1.0, min(waits)), "open")
         metrics.BREAKER_REJECTIONS.labels(call.route.upstream).inc()
         raise refused
@@ -391,7 +390,3 @@ class _NoSlot:
 
 
 _NO_SLOT = _NoSlot()
-
-
-def current_span() -> Span:
-    return trace.get_current_span()

@@ -1,26 +1,33 @@
-"""Circuit breakers per upstream instance, on pybreaker's state machine, never locked over I/O.
+"""Circuit breakers per upstream instance, on pybreaker's public API, never locked over I/O.
 
 pybreaker's ``CircuitBreaker.call`` holds the breaker's lock while the guarded call
 runs (danielfm/pybreaker#55): every call through one breaker is serialized, which caps
-an upstream at one in-flight request. Here the I/O happens between two short critical
-sections instead::
+an upstream at one in-flight request. So the guarded I/O never runs inside ``call``::
 
-    ticket = breaker.admit()        # raises BreakerOpen (with retry_after) when open
-    ok = call_upstream()            # no lock held: N calls run side by side
-    breaker.record(ok)              # pybreaker's states count it and open/close
+    state = breaker.admit()         # raises BreakerOpen (with retry_after) when open
+    reply = call_upstream()         # no lock held: N calls run side by side
+    breaker.record_outcome(reply)   # machine.call(report): pybreaker counts it
 
-pybreaker still owns the states, counters, transitions and listeners. Its storage is
-:class:`FailoverStorage`: Redis while it is up (all workers share one breaker), this
-process's memory otherwise. Half-open admits at most ``half_open_probes`` calls per
-opening, counted in the same storage, so the bound holds across workers too.
+:meth:`Breaker.admit` reads the state (``current_state``) and, once the reset timeout has
+passed, half-opens the breaker (``half_open()``). :meth:`Breaker.record` hands pybreaker
+a function that only reports the outcome (returns, or raises :class:`UpstreamFailure`),
+so ``call`` holds pybreaker's lock for its own bookkeeping only: its states count the
+outcome, open and close, and tell the listeners.
+
+Everything goes through pybreaker's public interface: a storage subclass
+(:class:`FailoverStorage`: Redis while it is up, so all workers share one breaker, this
+process's memory otherwise), listeners for the metrics, ``current_state``, ``call``,
+``open()``, ``close()`` and ``half_open()``. Half-open admits at most
+``half_open_probes`` calls per opening, counted in the same storage, so the bound holds
+across workers too.
 """
 
 from __future__ import annotations
 
-import contextlib
 import math
 import threading
-import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -30,6 +37,7 @@ from prometheus_client import Counter, Gauge
 
 from servoscope.outbound import Reply
 from servoscope.resilience.blame import Blame, blame
+from servoscope.resilience.clock import SYSTEM_CLOCK, Clock
 from servoscope.resilience.sharedstate import SharedState
 
 CLOSED, OPEN, HALF_OPEN = pybreaker.STATE_CLOSED, pybreaker.STATE_OPEN, pybreaker.STATE_HALF_OPEN
@@ -76,21 +84,21 @@ class FailoverStorage(pybreaker.CircuitBreakerStorage):
 
     pybreaker's own ``CircuitRedisStorage`` swallows Redis errors (and keeps
     ``opened_at`` in whole seconds), so it cannot tell us to fall back; this one lets
-    :class:`SharedState` see the error and switch to the local copy.
+    :class:`SharedState` see the error and switch to the local copy. ``opened_at`` is
+    stamped with the breaker's clock (the wall clock outside tests), so the reset
+    timeout is measured on the one clock :meth:`Breaker.open_for` reads.
     """
 
-    def __init__(self, key: str, shared: SharedState) -> None:
+    def __init__(self, key: str, shared: SharedState, clock: Clock = SYSTEM_CLOCK) -> None:
         super().__init__("failover")
         self.key = key
         self.shared = shared
+        self.clock = clock
         self.local = pybreaker.CircuitMemoryStorage(CLOSED)
-        self._probes: dict[float, int] = {}
-        self._lock = threading.Lock()
+        self.local_probes: dict[float, int] = {}
+        self.probe_lock = threading.Lock()
 
-    def _hget(self, field: str) -> bytes | None:
-        return self.shared.client.hget(self.key, field)  # type: ignore[union-attr]
-
-    def _hset(self, field: str, value: str | float | int) -> None:
+    def hset(self, field: str, value: str | float | int) -> None:
         client = self.shared.client
         assert client is not None
         pipe = client.pipeline(transaction=False)
@@ -108,7 +116,7 @@ class FailoverStorage(pybreaker.CircuitBreakerStorage):
     @state.setter
     def state(self, state: str) -> None:
         self.local.state = state
-        self.shared.choose(lambda r: self._hset("state", state), lambda: None)
+        self.shared.choose(lambda r: self.hset("state", state), lambda: None)
 
     def increment_counter(self) -> None:
         self.local.increment_counter()
@@ -148,8 +156,11 @@ class FailoverStorage(pybreaker.CircuitBreakerStorage):
 
     @opened_at.setter
     def opened_at(self, when: datetime) -> None:
-        self.local.opened_at = when
-        self.shared.choose(lambda r: self._hset("opened_at", when.timestamp()), lambda: None)
+        # pybreaker passes its own datetime.now(); the breaker's clock is the same wall
+        # clock in production and a manual one in tests.
+        stamp = self.clock.time()
+        self.local.opened_at = datetime.fromtimestamp(stamp, UTC)
+        self.shared.choose(lambda r: self.hset("opened_at", stamp), lambda: None)
 
     def acquire_probe(self, limit: int) -> bool:
         """Take one of the ``limit`` half-open probes of the current opening."""
@@ -164,40 +175,71 @@ class FailoverStorage(pybreaker.CircuitBreakerStorage):
             return int(pipe.execute()[0]) <= limit
 
         def local() -> bool:
-            with self._lock:
-                taken = self._probes.get(stamp, 0)
-                self._probes = {stamp: taken + 1}  # older openings are done with
+            with self.probe_lock:
+                taken = self.local_probes.get(stamp, 0)
+                self.local_probes = {stamp: taken + 1}  # older openings are done with
                 return taken < limit
 
         return self.shared.choose(shared, local)
 
 
-class _StateMachine(pybreaker.CircuitBreaker):
-    """pybreaker's breaker, told not to count transitions another worker made."""
+class StateMachine(pybreaker.CircuitBreaker):
+    """pybreaker's breaker, which tells its listeners whether a transition was made here.
 
-    @property  # type: ignore[override]
-    def state(self) -> pybreaker.CircuitBreakerState:
-        stored = self.current_state
-        if stored != self._state.name:
-            # Seen, not made, here: update the cached state without listeners or resets.
-            self._state = self._create_new_state(stored, prev_state=self._state, notify=False)
-        return self._state
+    With shared storage another worker may open or close the breaker; pybreaker notices
+    on its next call and notifies the listeners of that change too. Only the process that
+    made a transition counts it, and every transition this process makes goes through
+    ``open()``, ``close()`` or ``half_open()``, which mark the thread while they run.
+    """
 
-    @state.setter
-    def state(self, state_str: str) -> None:
-        with self._lock:
-            self._state = self._create_new_state(state_str, prev_state=self._state, notify=True)
+    def __init__(self, **options: object) -> None:
+        super().__init__(**options)  # type: ignore[arg-type]
+        self.transitioning = threading.local()
+
+    def made_here(self) -> bool:
+        return getattr(self.transitioning, "active", False)
+
+    @contextmanager
+    def making(self) -> Iterator[None]:
+        self.transitioning.active = True
+        try:
+            yield
+        finally:
+            self.transitioning.active = False
+
+    def open(self) -> bool:
+        with self.making():
+            return super().open()
+
+    def half_open(self) -> None:
+        with self.making():
+            super().half_open()
+
+    def close(self) -> None:
+        with self.making():
+            super().close()
 
 
-class _Transitions(pybreaker.CircuitBreakerListener):
+class Transitions(pybreaker.CircuitBreakerListener):
+    """The breaker's metrics: its state gauge, and each transition this process made."""
+
     def __init__(self, metrics: BreakerMetrics, upstream: str, instance: str) -> None:
         self.metrics = metrics
         self.labels = (upstream, instance)
 
     def state_change(self, cb, old_state, new_state) -> None:  # type: ignore[no-untyped-def]
-        if old_state is not None and old_state.name != new_state.name:
+        made_here = isinstance(cb, StateMachine) and cb.made_here()
+        if made_here and old_state is not None and old_state.name != new_state.name:
             self.metrics.transitions.labels(*self.labels, old_state.name, new_state.name).inc()
         self.metrics.state.labels(*self.labels).set(STATE_VALUES[new_state.name])
+
+
+def _succeeded() -> None:
+    return None
+
+
+def _failed() -> None:
+    raise UpstreamFailure()
 
 
 class Breaker:
@@ -212,70 +254,74 @@ class Breaker:
         metrics: BreakerMetrics,
         *,
         key_prefix: str = "breaker",
+        clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         self.upstream = upstream
         self.instance = instance
         self.options = options
+        self.clock = clock
         # Breakers of one upstream instance share this Redis key across workers/replicas.
-        self.storage = FailoverStorage(f"{key_prefix}:{upstream}:{instance}", shared)
-        self.machine = _StateMachine(
+        self.storage = FailoverStorage(f"{key_prefix}:{upstream}:{instance}", shared, clock)
+        self.machine = StateMachine(
             fail_max=options.failures,
             reset_timeout=options.reset_s,
             state_storage=self.storage,
-            listeners=[_Transitions(metrics, upstream, instance)],
+            listeners=[Transitions(metrics, upstream, instance)],
             name=f"{upstream}/{instance}",
             throw_new_error_on_trip=False,
         )
-        self._gauge = metrics.state.labels(upstream, instance)
-        self._gauge.set(0)
+        # Serializes the open -> half-open decision in this process (not the I/O).
+        self.half_opening = threading.Lock()
+        self.gauge = metrics.state.labels(upstream, instance)
+        self.gauge.set(0)
 
     @property
     def state(self) -> str:
         return self.machine.current_state
 
-    def _open_for(self) -> float:
+    def open_for(self) -> float:
         """Seconds the open breaker still refuses calls (0 when a probe may go)."""
         opened = self.storage.opened_at
         if opened is None:
             return 0.0
-        return max(0.0, opened.timestamp() + self.options.reset_s - time.time())
+        return max(0.0, opened.timestamp() + self.options.reset_s - self.clock.time())
 
     def available(self) -> bool:
         """Whether :meth:`admit` may let a call through (for load balancers to skip)."""
-        return self.state != OPEN or self._open_for() <= 0
+        return self.state != OPEN or self.open_for() <= 0
 
-    def admit(self) -> bool:
-        """Let one call through, or raise :class:`BreakerOpen`; True when it is a probe."""
-        with self.machine._lock:  # bookkeeping only: released before the call
-            state = self.machine.state.name
-            if state == OPEN:
-                wait = self._open_for()
-                if wait > 0:
-                    self._gauge.set(1)
-                    raise BreakerOpen(wait, OPEN)
-                self.machine.half_open()
-                state = HALF_OPEN
-            self._gauge.set(STATE_VALUES[state])
-            if state == HALF_OPEN:
-                if not self.storage.acquire_probe(self.options.half_open_probes):
-                    raise BreakerOpen(max(1.0, self.options.reset_s / 2), HALF_OPEN)
-                return True
-            return False
+    def admit(self) -> str:
+        """Let one call through, or raise :class:`BreakerOpen`.
+
+        Returns the state the call was admitted in: ``closed``, or ``half-open`` for one
+        of the bounded probes."""
+        state = self.machine.current_state
+        if state == OPEN:
+            with self.half_opening:
+                state = self.machine.current_state
+                if state == OPEN:
+                    wait = self.open_for()
+                    if wait > 0:
+                        self.gauge.set(STATE_VALUES[OPEN])
+                        raise BreakerOpen(wait, OPEN)
+                    self.machine.half_open()
+                    state = HALF_OPEN
+        self.gauge.set(STATE_VALUES[state])
+        if state == HALF_OPEN and not self.storage.acquire_probe(self.options.half_open_probes):
+            raise BreakerOpen(max(1.0, self.options.reset_s / 2), HALF_OPEN)
+        return state
 
     def record(self, ok: bool) -> None:
-        """Count the outcome of an admitted call: 5xx, timeouts, connection errors fail it."""
-        with self.machine._lock:
-            if ok and self.machine._state.name == CLOSED:
-                # The common case, without re-reading the state: forget past failures.
-                self.storage.reset_counter()
-                return
-            state = self.machine.state
-            if ok:
-                state._handle_success()
-                return
-            # pybreaker raises on the failure that trips it; here we only count.
-            with contextlib.suppress(UpstreamFailure, pybreaker.CircuitBreakerError):
-                state._handle_error(UpstreamFailure(), reraise=False)
+        """Count the outcome of an admitted call, after it ended.
+
+        pybreaker's ``call`` runs a function that only reports the outcome, so its lock
+        covers its bookkeeping and never the I/O. A failure that trips the breaker is
+        raised back as :class:`UpstreamFailure`; an outcome that arrives while the
+        breaker is open (the call was admitted before it opened) is refused with
+        ``CircuitBreakerError``: both are expected here, and only counted."""
+        report: Callable[[], None] = _succeeded if ok else _failed
+        with suppress(UpstreamFailure, pybreaker.CircuitBreakerError):
+            self.machine.call(report)
 
     def record_outcome(self, outcome: Reply | int | BaseException) -> None:
         """Count an admitted call by :func:`~servoscope.resilience.blame.blame`: the
@@ -286,13 +332,13 @@ class Breaker:
             self.record(fault is Blame.NONE)
 
     def force(self, action: str) -> None:
-        """Admin: ``open``, ``close`` or ``reset`` (close and forget the counters)."""
-        with self.machine._lock:
-            if action == "open":
-                self.machine.open()
-            else:
-                self.machine.close()
-                self.storage.reset_counter()
+        """Admin: ``open`` it, or ``close`` it (which also forgets the failures counted)."""
+        if action == "open":
+            self.machine.open()
+        elif action == "close":
+            self.machine.close()
+        else:
+            raise ValueError(f"a breaker can be forced open or close; got {action!r}")
 
     def snapshot(self) -> dict[str, object]:
         state = self.state
@@ -301,5 +347,5 @@ class Breaker:
             "instance": self.instance,
             "state": state,
             "failures": self.storage.counter,
-            "retry_after_s": math.ceil(self._open_for()) if state == OPEN else 0,
+            "retry_after_s": math.ceil(self.open_for()) if state == OPEN else 0,
         }

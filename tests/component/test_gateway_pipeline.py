@@ -279,9 +279,10 @@ def test_admin_forces_breakers_and_shows_the_config(gateway: Gateway, upstreams)
     refused = gateway.api("GET", "/t/echo/echo")
     assert_problem(refused, 503)
     assert int(refused.headers["Retry-After"]) >= 1
-    assert gateway.api("POST", f"/admin/breakers/echo/{instance}/reset").json()["state"] == (
+    assert gateway.api("POST", f"/admin/breakers/echo/{instance}/close").json()["state"] == (
         "closed"
     )
+    assert_problem(gateway.api("POST", f"/admin/breakers/echo/{instance}/reset"), 404)
     assert gateway.api("GET", "/t/echo/echo").status == 200
     assert_problem(gateway.api("POST", "/admin/breakers/echo/nowhere:1/open"), 404)
     config = gateway.api("GET", "/admin/config").json()

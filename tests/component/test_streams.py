@@ -39,7 +39,14 @@ def client(port: int) -> redis.Redis:
 
 
 def metric(family, stream: str) -> float:
-    return family.labels(stream)._value.get()
+    """The value of ``family``'s child for ``stream``, read through its public collect()."""
+    family.labels(stream)  # a child not yet used reads as 0
+    (collected,) = family.collect()
+    return next(
+        s.value
+        for s in collected.samples
+        if stream in s.labels.values() and not s.name.endswith("_created")
+    )
 
 
 def sample(seq: int, channel: int = 0) -> dict:

@@ -42,7 +42,7 @@ def test_the_last_known_angle_is_served_stale_while_the_servo_hangs(stack: Stack
         assert refused.json()["type"].endswith("breaker-open")
     finally:
         os.killpg(servo_group, signal.SIGCONT)
-    assert stack.api("POST", f"/admin/breakers/servo/{instance}/reset").json()["state"] == (
+    assert stack.api("POST", f"/admin/breakers/servo/{instance}/close").json()["state"] == (
         "closed"
     )
 
