@@ -20,6 +20,7 @@ from gateway import metrics
 from gateway.routing import Instance, Upstream
 from servoscope.outbound import UpstreamClient
 from servoscope.resilience.breaker import Breaker
+from servoscope.resilience.clock import SYSTEM_CLOCK, Clock
 from servoscope.resilience.sharedstate import SharedState
 
 log = logging.getLogger("gateway.balancer")
@@ -44,7 +45,9 @@ class Member:
 
 
 class Balancer:
-    def __init__(self, upstream: Upstream, shared: SharedState) -> None:
+    def __init__(
+        self, upstream: Upstream, shared: SharedState, clock: Clock = SYSTEM_CLOCK
+    ) -> None:
         self.upstream = upstream
         # The bulkhead bounds the calls in flight to this upstream: keep as many connections.
         pooled = upstream.bulkhead.max_concurrent
@@ -59,6 +62,7 @@ class Balancer:
                     shared,
                     metrics.BREAKER,
                     key_prefix="gw:breaker",
+                    clock=clock,
                 ),
             )
             for instance in upstream.instances

@@ -10,19 +10,26 @@ tenacity has no notion of a budget, hence this small module.
 from __future__ import annotations
 
 import threading
-import time
 
 import redis
 
 from gateway.policy import RetryBudgetOptions
+from servoscope.resilience.clock import SYSTEM_CLOCK, Clock
 from servoscope.resilience.sharedstate import SharedState
 
 
 class RetryBudget:
-    def __init__(self, upstream: str, options: RetryBudgetOptions, shared: SharedState) -> None:
+    def __init__(
+        self,
+        upstream: str,
+        options: RetryBudgetOptions,
+        shared: SharedState,
+        clock: Clock = SYSTEM_CLOCK,
+    ) -> None:
         self.upstream = upstream
         self.options = options
         self.shared = shared
+        self.clock = clock  # wall clock: workers sharing the budget in Redis agree on seconds
         self._key = f"gw:budget:{upstream}"
         self._buckets: dict[int, list[int]] = {}  # second -> [requests, retries]
         self._lock = threading.Lock()
@@ -64,18 +71,13 @@ class RetryBudget:
 
     def record_request(self) -> None:
         """Count one request (not attempt) sent to the upstream."""
-        now = int(time.time())
+        now = int(self.clock.time())
         self.shared.choose(
             lambda r: self._redis_add(r, "req", now), lambda: self._local_add(0, now)
         )
 
-    def allowed(self) -> int:
-        """How many retries the window allows now."""
-        requests, _ = self.totals()
-        return max(self.options.floor, int(self.options.ratio * requests))
-
     def totals(self) -> tuple[int, int]:
-        now = int(time.time())
+        now = int(self.clock.time())
         return self.shared.choose(
             lambda r: self._redis_totals(r, now), lambda: self._local_totals(now)
         )
@@ -89,7 +91,7 @@ class RetryBudget:
         requests, retries = self.totals()
         if retries >= max(self.options.floor, int(self.options.ratio * requests)):
             return False
-        now = int(time.time())
+        now = int(self.clock.time())
         self.shared.choose(
             lambda r: self._redis_add(r, "retry", now), lambda: self._local_add(1, now)
         )

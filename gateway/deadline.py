@@ -9,10 +9,10 @@ upstream how many milliseconds remain, so no hop waits longer than its caller wi
 from __future__ import annotations
 
 import contextlib
-import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from gateway.policy import DeadlineOptions
+from servoscope.resilience.clock import SYSTEM_CLOCK, Clock
 
 DEADLINE_HEADER = "X-Request-Deadline-Ms"
 UNBOUNDED_S = 30.0  # with the stage off: gunicorn's worker timeout is the only limit
@@ -24,20 +24,23 @@ class DeadlineExceeded(Exception):
 
 @dataclass(frozen=True)
 class Deadline:
-    expires: float  # time.monotonic()
+    expires: float  # on ``clock.monotonic()``
     budget_s: float
+    clock: Clock = field(default=SYSTEM_CLOCK, repr=False, compare=False)
 
     @classmethod
-    def start(cls, options: DeadlineOptions, inbound_ms: str | None) -> Deadline:
+    def start(
+        cls, options: DeadlineOptions, inbound_ms: str | None, clock: Clock = SYSTEM_CLOCK
+    ) -> Deadline:
         budget = options.total_s if options.enabled else UNBOUNDED_S
         if inbound_ms is not None:
             # A garbled caller deadline is ignored rather than failing the call.
             with contextlib.suppress(ValueError):
                 budget = min(budget, max(0.0, int(inbound_ms) / 1000))
-        return cls(time.monotonic() + budget, budget)
+        return cls(clock.monotonic() + budget, budget, clock)
 
     def remaining(self) -> float:
-        return self.expires - time.monotonic()
+        return self.expires - self.clock.monotonic()
 
     def check(self) -> float:
         """Seconds left; raises :class:`DeadlineExceeded` when none are."""

@@ -56,6 +56,7 @@ from servoscope.outbound import (
 from servoscope.problems import MEDIA_TYPE as PROBLEM_TYPE
 from servoscope.problems import Problem
 from servoscope.resilience.breaker import CLOSED, BreakerOpen
+from servoscope.resilience.clock import SYSTEM_CLOCK, Clock
 from servoscope.resilience.sharedstate import SharedState
 
 # RFC 3986 pchar (minus '%', which is encoded so a decoded '%' survives) and '/'.
@@ -84,17 +85,22 @@ class Pipeline:
     """Per-process state of every stage (limiter, bulkheads, budgets, balancers)."""
 
     def __init__(
-        self, table: RouteTable, shared: SharedState, contracts: Contracts | None = None
+        self,
+        table: RouteTable,
+        shared: SharedState,
+        contracts: Contracts | None = None,
+        clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         self.table = table
         self.contracts = contracts or {}
         self.shared = shared
+        self.clock = clock  # the deadline's, the retries' and budgets', the breakers'
         self.limiter = RateLimiter(shared)
         self.bulkheads = {n: Bulkhead(n, u.bulkhead) for n, u in table.upstreams.items()}
         self.budgets = {
-            n: RetryBudget(n, u.retry_budget, shared) for n, u in table.upstreams.items()
+            n: RetryBudget(n, u.retry_budget, shared, clock) for n, u in table.upstreams.items()
         }
-        self.balancers = {n: Balancer(u, shared) for n, u in table.upstreams.items()}
+        self.balancers = {n: Balancer(u, shared, clock) for n, u in table.upstreams.items()}
         self.last_known = LastKnown()
         for balancer in self.balancers.values():
             balancer.start_health_checks()
@@ -106,12 +112,14 @@ class Pipeline:
         self._rate_limit(call)  # 2: before the body is even read
         self._check_request(call)
         self._read_body(call)
-        call.deadline = Deadline.start(route.deadline, call.request.headers.get(DEADLINE_HEADER))
+        call.deadline = Deadline.start(
+            route.deadline, call.request.headers.get(DEADLINE_HEADER), self.clock
+        )
         try:
             with self._bulkhead(call):  # 4
                 budget = self.budgets[route.upstream]
                 budget.record_request()
-                policy = RetryPolicy(route.retry, budget)
+                policy = RetryPolicy(route.retry, budget, self.clock)
                 reply = policy.run(  # 5
                     lambda n: self._attempt(call, n),  # 6, 7, 8
                     may_retry=retryable(call.request.method, call.request.headers),

@@ -17,9 +17,8 @@ from __future__ import annotations
 
 import email.utils
 import itertools
-import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import tenacity
@@ -30,6 +29,7 @@ from gateway.budget import RetryBudget
 from gateway.deadline import Deadline
 from gateway.policy import RetryOptions
 from servoscope.outbound import Reply
+from servoscope.resilience.clock import SYSTEM_CLOCK, Clock
 
 IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
 RETRYABLE_STATUS = frozenset({502, 503, 504})
@@ -44,8 +44,9 @@ class AttemptFailed(Exception):
         self.detail = detail
 
 
-def retry_after_s(value: str | None) -> float | None:
-    """``Retry-After`` as seconds from now: delta-seconds or an HTTP-date (RFC 9110 10.2.3)."""
+def retry_after_s(value: str | None, now: float) -> float | None:
+    """``Retry-After`` as seconds from ``now`` (epoch seconds): delta-seconds or an
+    HTTP-date (RFC 9110 10.2.3)."""
     if not value:
         return None
     value = value.strip()
@@ -55,7 +56,7 @@ def retry_after_s(value: str | None) -> float | None:
         when = email.utils.parsedate_to_datetime(value)
     except (TypeError, ValueError):
         return None
-    return max(0.0, when.timestamp() - time.time())
+    return max(0.0, when.timestamp() - now)
 
 
 def retryable(method: str, headers: Any) -> bool:
@@ -66,6 +67,7 @@ def retryable(method: str, headers: Any) -> bool:
 class RetryPolicy:
     options: RetryOptions
     budget: RetryBudget
+    clock: Clock = field(default=SYSTEM_CLOCK, repr=False)
 
     def run(self, attempt: Callable[[int], Reply], *, may_retry: bool, deadline: Deadline) -> Reply:
         """Call ``attempt(n)`` until it succeeds or a retry is not allowed; returns or raises."""
@@ -93,6 +95,7 @@ class RetryPolicy:
             retry=decide,
             wait=lambda _state: planned["wait"],
             stop=tenacity.stop_never,
+            sleep=self.clock.sleep,
             before_sleep=self._note_retry,
         )
         numbers = itertools.count(1)
@@ -121,7 +124,7 @@ class RetryPolicy:
             reply: Reply = outcome.result()
             if reply.status not in RETRYABLE_STATUS:
                 return -1
-            hinted = retry_after_s(_header(reply.headers, "Retry-After"))
+            hinted = retry_after_s(_header(reply.headers, "Retry-After"), self.clock.time())
             if hinted is not None and hinted > self.options.retry_after_max_s:
                 return self._gave_up("the upstream asked for a longer pause")
             wait = jitter(state) if hinted is None else hinted
