@@ -14,16 +14,24 @@ import random
 import threading
 from dataclasses import dataclass, field
 
-import urllib3
+from opentelemetry import context, trace
 
 from gateway import metrics
 from gateway.routing import Instance, Upstream
-from servoscope.outbound import UpstreamClient
+from servoscope.outbound import UpstreamClient, UpstreamError
 from servoscope.resilience.breaker import Breaker
 from servoscope.resilience.clock import SYSTEM_CLOCK, Clock
 from servoscope.resilience.sharedstate import SharedState
 
 log = logging.getLogger("gateway.balancer")
+
+# Health probes are not traced: one every interval per instance would bury the traces of
+# real requests. Under a parent that is not sampled, the parent-based sampler drops them.
+UNTRACED = trace.set_span_in_context(
+    trace.NonRecordingSpan(
+        trace.SpanContext(trace_id=1, span_id=1, is_remote=False, trace_flags=trace.TraceFlags(0))
+    )
+)
 
 
 @dataclass
@@ -98,12 +106,17 @@ class Balancer:
 
     def _check_forever(self) -> None:
         options = self.upstream.health_check
-        pool = urllib3.PoolManager(retries=False, timeout=options.timeout_s)
+        probes = {
+            m.instance.id: UpstreamClient(self.upstream.name, m.instance.url, max_connections=1)
+            for m in self.members
+        }
+        context.attach(UNTRACED)  # this thread's context: it only ever probes
         while not self._stop.wait(options.interval_s):
             for member in self.members:
+                probe = probes[member.instance.id]
                 try:
-                    ok = pool.request("GET", member.instance.url + options.path).status == 200
-                except urllib3.exceptions.HTTPError:
+                    ok = probe.request("GET", options.path, timeout=options.timeout_s).status == 200
+                except UpstreamError:
                     ok = False
                 if ok != member.healthy:
                     log.warning(
