@@ -41,13 +41,11 @@ BULKHEAD_IN_FLIGHT = Gauge(
     "gateway_bulkhead_in_flight",
     "Calls holding a bulkhead slot of the upstream.",
     ["upstream"],
-    multiprocess_mode="livesum",
 )
 BULKHEAD_QUEUED = Gauge(
     "gateway_bulkhead_queued",
     "Calls waiting for a bulkhead slot of the upstream.",
     ["upstream"],
-    multiprocess_mode="livesum",
 )
 BULKHEAD_REJECTIONS = Counter(
     "gateway_bulkhead_rejections_total",
@@ -67,7 +65,6 @@ FALLBACKS = Counter(
 SHARED_STATE_UP = Gauge(
     "gateway_shared_state_up",
     "1 when breakers, rate limits and budgets are shared through Redis; 0 on local state.",
-    multiprocess_mode="max",
 )
 SHARED_STATE_CONFIGURED = Gauge(
     "gateway_shared_state_configured",

@@ -44,7 +44,6 @@ def create_app(
     app = Flask(service)
     app.config["MAX_CONTENT_LENGTH"] = max_body_bytes
     app.json.sort_keys = False  # type: ignore[attr-defined]
-    app.extensions["servoscope.settings"] = settings
     problems.install(app)
     inbound.install(app)
 
@@ -95,7 +94,3 @@ def service_document(app: Flask, service: str, operations: list[contract.Operati
         if (method, contract.flask_template(rule.rule)) not in declared
     ]
     return contract.service_document(service, VERSION, [*operations, *extra])
-
-
-def app_settings(app: Flask) -> Settings:
-    return app.extensions["servoscope.settings"]

@@ -303,8 +303,11 @@ class ServoDevice:
 
     def read_errors(self, reply: bytes) -> int:
         """Decode a Get Errors reply and log it (a decoder for :meth:`exchange`)."""
-        bits = int.from_bytes(reply, "little")
-        if len(reply) != 2 or bits & ~KNOWN_BITS:
+        try:
+            bits = int(protocol.decode_errors(reply))
+        except ValueError:
+            bits = None  # not two bytes
+        if bits is None or bits & ~KNOWN_BITS:
             raise GarbledReply(f"Get Errors answered {reply.hex(' ')!r}: not an error register")
         self.errors.record(bits)
         return bits
@@ -338,13 +341,19 @@ class ServoDevice:
 
     def _decode_poll(self, reply: bytes) -> Snapshot:
         count = self.config.channel_count
-        positions = tuple(int.from_bytes(reply[2 * i : 2 * i + 2], "little") for i in range(count))
-        moving = reply[2 * count]
-        if moving > 1 or any(position > 0x3FFF for position in positions):
-            raise GarbledReply(f"poll reply {reply.hex(' ')!r} holds impossible values")
+        garbled = GarbledReply(f"poll reply {reply.hex(' ')!r} holds impossible values")
+        try:
+            positions = tuple(
+                protocol.decode_position(reply[2 * i : 2 * i + 2]) for i in range(count)
+            )
+            moving = protocol.decode_moving(reply[2 * count : 2 * count + 1])
+        except ValueError:
+            raise garbled from None
+        if any(position > protocol.MAX_14BIT for position in positions):
+            raise garbled
         self.read_errors(reply[2 * count + 1 :])
         previous = self._snapshot.positions if self._snapshot else positions
-        return Snapshot(positions, previous, moving == 1, time.time(), time.monotonic())
+        return Snapshot(positions, previous, moving, time.time(), time.monotonic())
 
     # --- what requests read ---
 
