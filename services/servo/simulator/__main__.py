@@ -1,0 +1,5 @@
+import sys
+
+from services.servo.simulator.cli import main
+
+sys.exit(main())
