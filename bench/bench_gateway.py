@@ -464,7 +464,7 @@ NOTES: list[str] = [
     "a werkzeug Response; log records that skip caller, thread and process lookups "
     "(logging HOWTO's optimisation flags; the JSON lines never showed them): worker CPU "
     "~790 -> ~750 us per request. From before: fixed-path operations beside Flask's "
-    "dispatch (gateway/fastpath.py), a local token bucket instead of limits' memory "
+    "dispatch (gateway/dispatch.py), a local token bucket instead of limits' memory "
     "storage, tenacity only after a failed first attempt, fewer Redis round trips.",
     "Not adopted: gevent's pywsgi server (-k gevent_wsgi), 717 vs 761 us per request and "
     "1,360 vs 1,263 req/s (5 runs, within the noise), because it writes its own errors "

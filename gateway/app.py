@@ -8,20 +8,17 @@ gunicorn master reloads the route table without dropping in-flight requests.
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Callable
 
 from flask import Flask, Response, g, jsonify, request
-from opentelemetry import trace
 
 from gateway import admin, metrics, openapi
 from gateway import contracts as gateway_contracts
-from gateway.auth import KeyStore, require_scope
-from gateway.fastpath import ProxyDispatcher
-from gateway.pipeline import Call, Pipeline
-from gateway.proxy import Answer
-from gateway.routing import Operation, Route, load_routes
+from gateway.auth import KeyStore
+from gateway.dispatch import ProxyDispatcher
+from gateway.pipeline import Pipeline
+from gateway.routing import load_routes
 from servoscope.appfactory import create_app as create_base_app
-from servoscope.inbound import current_request_id
+from servoscope.jsonlog import setup_logging
 from servoscope.problems import TYPE_BASE
 from servoscope.resilience.sharedstate import SharedState
 from servoscope.settings import Settings, SettingsError, load
@@ -69,16 +66,24 @@ def is_from(address: str | None, networks: list) -> bool:
 
 def create_app() -> Flask:
     settings = load()
+    setup_logging(SERVICE_NAME)  # first: building the pipeline may already log (Redis down)
     keys = KeyStore.from_file(settings.path("gateway", "keys_file"))
     table = load_routes(settings.path("gateway", "routes_file"), settings)
     probers = probe_networks(settings)
+    contracts = gateway_contracts.load(table, settings)
+    pipeline = Pipeline(table, shared_state(settings), contracts)
     largest_body = max(route.max_body_bytes for route in table.routes)
-    app = create_base_app(SERVICE_NAME, settings=settings, max_body_bytes=largest_body)
+    app = create_base_app(
+        SERVICE_NAME,
+        settings=settings,
+        max_body_bytes=largest_body,
+        # Every proxied operation goes through the dispatcher (authentication first, then
+        # the pipeline); what it does not serve falls through to the Flask routes below.
+        entry=lambda flask_dispatch: ProxyDispatcher(flask_dispatch, pipeline, keys, table),
+    )
     # `/a//b` is a 404 like any path the table lacks, not a redirect to a path the
     # client did not ask for.
     app.url_map.merge_slashes = False
-    contracts = gateway_contracts.load(table, settings)
-    pipeline = Pipeline(table, shared_state(settings), contracts)
     metrics.start_at_zero(
         {name: [i.id for i in upstream.instances] for name, upstream in table.upstreams.items()},
         [route.name for route in table.routes],
@@ -86,7 +91,7 @@ def create_app() -> Flask:
     app.extensions["gateway.pipeline"] = pipeline
 
     @app.before_request
-    def _authenticate() -> None:  # stage 1 of the pipeline
+    def _authenticate() -> None:  # the gateway's own routes: admin, and 404s
         path = request.path
         if (
             path in ALWAYS_OPEN
@@ -96,40 +101,10 @@ def create_app() -> Flask:
             return
         g.api_key = keys.authenticate(request.headers.get("Authorization"))
 
-    for route in table.routes:
-        for op in route.operations:
-            app.add_url_rule(
-                route.prefix + op.flask_rule_tail,
-                endpoint=f"{route.name}:{op.method}:{op.path}",
-                view_func=_proxy_view(pipeline, route, op),
-                methods=[op.method],
-            )
     app.register_blueprint(admin.blueprint(pipeline))
 
     @app.get("/openapi.json")
     def openapi_json() -> Response:
         return jsonify(openapi.document(table, contracts))
 
-    # Fixed-path operations skip Flask's dispatch (measured: see gateway/fastpath.py); the
-    # inbound observer installed by the app factory stays outermost.
-    observer = app.wsgi_app
-    observer.app = ProxyDispatcher(observer.app, pipeline, keys, table)  # type: ignore[attr-defined]
     return app
-
-
-def _proxy_view(pipeline: Pipeline, route: Route, op: Operation) -> Callable[..., Answer]:
-    def view(**params: str) -> Answer:
-        require_scope(g.api_key, op.scope)
-        return pipeline.handle(
-            Call(
-                route=route,
-                operation=op,
-                request=request,
-                key_name=g.api_key.name,
-                request_id=current_request_id(),
-                span=trace.get_current_span(),
-                params=params,
-            )
-        )
-
-    return view

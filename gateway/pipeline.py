@@ -2,7 +2,8 @@
 
 Every proxied request runs, in DESIGN.md's order:
 
-1. authenticate (``gateway.app``'s ``before_request``; the key's scope per operation)
+1. authenticate, then the operation's scope (:mod:`gateway.dispatch`, the one way in for
+   every proxied operation, before it calls :meth:`Pipeline.handle`)
 2. rate limit per API key and route        -> 429 + Retry-After + RateLimit fields
    then the request itself: path parameters against the operation's declared pattern,
    and whether HTTP/1.1 can carry it upstream at all -> 400, the client's fault: no

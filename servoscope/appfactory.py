@@ -15,6 +15,7 @@ from typing import Any
 from flask import Flask, Response, jsonify, request
 
 from servoscope import contract, inbound, metrics, problems
+from servoscope.inbound import WSGIApp
 from servoscope.jsonlog import setup_logging
 from servoscope.problems import Problem
 from servoscope.settings import Settings, load
@@ -32,11 +33,15 @@ def create_app(
     readiness: Readiness | None = None,
     max_body_bytes: int = DEFAULT_MAX_BODY,
     operations: list[contract.Operation] | None = None,
+    entry: Callable[[WSGIApp], WSGIApp] | None = None,
 ) -> Flask:
     """Build the Flask app for ``service`` (its OpenTelemetry ``service.name``).
 
     ``operations`` is the service's contract; ``GET /openapi.json`` describes them, and
-    any route the app serves beyond them (:func:`servoscope.contract.undeclared`)."""
+    any route the app serves beyond them (:func:`servoscope.contract.undeclared`).
+    ``entry``, given Flask's own dispatch, returns the WSGI app that receives every
+    request inside the inbound observer (the gateway's proxy dispatcher, which passes
+    what it does not serve on to Flask)."""
     settings = settings or load()
     setup_logging(service)
     setup_tracing(service, settings)
@@ -45,6 +50,8 @@ def create_app(
     app.config["MAX_CONTENT_LENGTH"] = max_body_bytes
     app.json.sort_keys = False  # type: ignore[attr-defined]
     problems.install(app)
+    if entry is not None:
+        app.wsgi_app = entry(app.wsgi_app)  # type: ignore[method-assign]
     inbound.install(app)
 
     @app.get("/healthz")

@@ -105,7 +105,8 @@ def problem_response(problem: Problem, instance: str | None = None) -> Response:
     return response
 
 
-def _from_http_exception(exc: HTTPException) -> Problem:
+def from_http_exception(exc: HTTPException) -> Problem:
+    """Werkzeug's HTTP error as the problem it is answered as."""
     status = exc.code or 500
     title = exc.name
     detail = exc.description or title
@@ -129,7 +130,7 @@ def install(app: Flask) -> None:
 
     @app.errorhandler(HTTPException)
     def _http(exc: HTTPException) -> Response:
-        return problem_response(_from_http_exception(exc))
+        return problem_response(from_http_exception(exc))
 
     @app.errorhandler(Exception)
     def _unexpected(exc: Exception) -> Response:
