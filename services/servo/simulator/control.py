@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING, Any
 
@@ -165,12 +166,7 @@ class ControlHandler(BaseHTTPRequestHandler):
         params = self._read_params()
         if params is None:
             return
-        try:
-            faults = self.simulator.set_fault(mode, **params)
-        except ValueError as exc:
-            self._problem(Problem(400, "Invalid Fault", str(exc), slug="invalid-fault"))
-            return
-        self._ok({"faults": faults})
+        self._change_faults(lambda: self.simulator.set_fault(mode, **params))
 
     def do_DELETE(self) -> None:
         route, mode = self._route()
@@ -180,8 +176,12 @@ class ControlHandler(BaseHTTPRequestHandler):
         if route == "unknown":
             self._not_found()
             return
+        self._change_faults(lambda: self.simulator.clear_fault(mode))
+
+    def _change_faults(self, change: Callable[[], dict[str, Any]]) -> None:
+        """Answer the faults after ``change``, or the problem with the fault it refused."""
         try:
-            faults = self.simulator.clear_fault(mode)
+            faults = change()
         except ValueError as exc:
             self._problem(Problem(400, "Invalid Fault", str(exc), slug="invalid-fault"))
             return
