@@ -201,11 +201,12 @@ class StateMachine(pybreaker.CircuitBreaker):
 
     @contextmanager
     def making(self) -> Iterator[None]:
+        before = self.made_here()
         self.transitioning.active = True
         try:
             yield
         finally:
-            self.transitioning.active = False
+            self.transitioning.active = before
 
     def open(self) -> bool:
         with self.making():

@@ -195,6 +195,23 @@ def test_methods_query_and_body_reach_the_upstream(gateway: Gateway) -> None:
     assert item["path"] == "/items/42"
 
 
+def test_fixed_and_templated_operations_have_one_way_in(gateway: Gateway) -> None:
+    """Authentication first, then 405 with Allow for a known path, OPTIONS answered,
+    404 for a path under no operation — the same for a fixed and a templated path."""
+    for path in ("/t/slow/echo", "/t/echo/items/42"):  # each serves GET only
+        assert_problem(gateway.api("GET", path, key=None), 401)
+        assert_problem(gateway.api("POST", path, key=None), 401)
+        refused = gateway.api("POST", path)
+        assert assert_problem(refused, 405)["instance"] == path
+        assert "GET" in refused.headers["Allow"]
+        options = gateway.api("OPTIONS", path)
+        assert options.status == 200 and "GET" in options.headers["Allow"]
+    assert gateway.api("GET", "/t/echo/items/42/more").status == 404
+    assert_problem(gateway.api("GET", "/t/echo/items/42/more", key=None), 401)
+    head = gateway.api("HEAD", "/t/echo/items/42")
+    assert head.status == 200 and head.body == b""
+
+
 def test_upstream_status_and_body_pass_through_on_pooled_connections(gateway: Gateway) -> None:
     first = gateway.api("GET", "/t/echo/echo?status=404&tag=pass")
     assert first.status == 404
