@@ -74,13 +74,14 @@ class ProxyDispatcher:
                 return self.fallthrough(environ, start_response)
             except MethodNotAllowed as exc:
                 refused = exc
+        if refused is None:  # the route label, refusals by the key included
+            environ[ROUTE_KEY] = endpoint.split(" ", 1)[1]
         try:
             key = self.keys.authenticate(environ.get("HTTP_AUTHORIZATION"))  # stage 1
             if refused is not None:
                 response = self._method_refused(refused, method, path)
             else:
                 route, op = self.operations[endpoint]
-                environ[ROUTE_KEY] = endpoint.split(" ", 1)[1]
                 require_scope(key, op.scope)
                 response = self.pipeline.handle(
                     Call(
