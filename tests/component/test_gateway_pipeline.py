@@ -208,8 +208,8 @@ def test_fixed_and_templated_operations_have_one_way_in(gateway: Gateway) -> Non
         assert options.status == 200 and "GET" in options.headers["Allow"]
     assert gateway.api("GET", "/t/echo/items/42/more").status == 404
     assert_problem(gateway.api("GET", "/t/echo/items/42/more", key=None), 401)
-    head = gateway.api("HEAD", "/t/echo/items/42")
-    assert head.status == 200 and head.body == b""
+    # HEAD of a GET operation is proxied: the test upstream has no HEAD, its 501 comes back.
+    assert gateway.api("HEAD", "/t/echo/items/42").status == 501
 
 
 def test_upstream_status_and_body_pass_through_on_pooled_connections(gateway: Gateway) -> None:
