@@ -36,22 +36,39 @@ RECV_SIZE = 4096
 class _PtyPort(serial.Serial):
     """A pty opened with pyserial, minus the modem lines a pty does not have.
 
-    RFC 2217 clients set DTR/RTS and ask for CTS/DSR/RI/CD; a pty answers those ioctls
-    with ENOTTY. A USB Maestro's virtual COM port has no real modem lines either: report
-    a connected line and ignore the settings.
+    RFC 2217 clients set DTR/RTS/break and ask for CTS/DSR/RI/CD; a pty answers those
+    ioctls with ENOTTY. A USB Maestro's virtual COM port has no real modem lines either:
+    report a connected line, and keep the settings a client sends without applying them
+    (pyserial's ``dtr``, ``rts`` and ``break_condition`` properties, overridden).
     """
 
-    def _update_dtr_state(self) -> None:
-        with contextlib.suppress(OSError):
-            super()._update_dtr_state()
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        self.lines = {"dtr": True, "rts": True, "break": False}  # what clients asked for
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
 
-    def _update_rts_state(self) -> None:
-        with contextlib.suppress(OSError):
-            super()._update_rts_state()
+    @property
+    def dtr(self) -> bool:
+        return self.lines["dtr"]
 
-    def _update_break_state(self) -> None:
-        with contextlib.suppress(OSError):
-            super()._update_break_state()
+    @dtr.setter
+    def dtr(self, value: bool) -> None:
+        self.lines["dtr"] = value
+
+    @property
+    def rts(self) -> bool:
+        return self.lines["rts"]
+
+    @rts.setter
+    def rts(self, value: bool) -> None:
+        self.lines["rts"] = value
+
+    @property
+    def break_condition(self) -> bool:
+        return self.lines["break"]
+
+    @break_condition.setter
+    def break_condition(self, value: bool) -> None:
+        self.lines["break"] = value
 
     @property
     def cts(self) -> bool:
