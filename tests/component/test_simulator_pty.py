@@ -27,6 +27,12 @@ pytestmark = [pytest.mark.component, pytest.mark.timeout(30)]
 REPO = Path(__file__).resolve().parents[2]
 
 
+@pytest.fixture(autouse=True)
+def no_trace_export(monkeypatch):
+    """The control API is a service of the stack: no Jaeger here to export its spans to."""
+    monkeypatch.setenv("SERVOSCOPE_TELEMETRY_ENABLED", "false")
+
+
 @pytest.fixture
 def start_sim():
     """Start in-process simulators (with a control server) and open ports; clean up after."""
@@ -71,7 +77,10 @@ def errors(port: serial.Serial, **form) -> ErrorBits:
 
 def http(sim: Simulator, method: str, path: str, body: bytes | None = None):
     """(status, content type, JSON body) of one control request."""
-    request = urllib.request.Request(sim.control_url + path, data=body, method=method)
+    headers = {"Content-Type": "application/json"} if body is not None else {}
+    request = urllib.request.Request(
+        sim.control_url + path, data=body, method=method, headers=headers
+    )
     try:
         with urllib.request.urlopen(request, timeout=5) as response:
             return response.status, response.headers["Content-Type"], json.load(response)
@@ -353,6 +362,26 @@ def test_bad_control_input_is_a_problem_and_never_touches_the_wire(
     after = sim.snapshot()
     assert after["faults"] == {} and after["errors"] == 0
     assert after["bytes_received"] == before["bytes_received"] == 0
+
+
+def test_the_control_api_speaks_like_every_service_of_the_stack(start_sim):
+    sim, _ = start_sim()
+    # A body that does not say it is JSON (urllib's default is form-encoded): 415.
+    form = urllib.request.Request(
+        sim.control_url + "/faults/slow", data=b'{"latency_s": 1}', method="PUT"
+    )
+    with pytest.raises(urllib.error.HTTPError) as refused, urllib.request.urlopen(form):
+        pass
+    with refused.value as error:
+        assert error.code == 415
+        problem = json.load(error)
+    assert problem["type"] == "/problems/unsupported-media-type"
+    assert sim.snapshot()["faults"] == {}
+    invalid = http(sim, "PUT", "/faults/explode")[2]
+    assert invalid["type"] == "/problems/invalid-fault"
+    with urllib.request.urlopen(sim.control_url + invalid["type"]) as doc:
+        assert doc.read().decode().startswith("## invalid-fault")
+    assert http(sim, "GET", "/healthz")[2]["service"] == "maestro-simulator"
 
 
 def test_state_reports_channels_and_counts_every_byte(start_sim):

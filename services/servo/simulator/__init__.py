@@ -22,8 +22,9 @@ serves a real one; see :mod:`services.servo.rfc2217_server`). SIGTERM or SIGINT
 stops it (exit 0); it closes the pty and removes the link. ``--baud 0`` turns reply pacing off;
 ``--control-port 0`` (the default) turns the control server off.
 
-Control interface (HTTP/JSON, 127.0.0.1 only; errors are RFC 9457
-``application/problem+json`` of the stack's documented types):
+Control interface (HTTP/JSON, 127.0.0.1 only; built on the services' app factory, so
+errors are the stack's RFC 9457 ``application/problem+json`` types, bodies are strict
+JSON sent as ``application/json``, and ``/healthz`` and ``/metrics`` answer too):
 
 ``GET /state``
     ``{"device", "link", "channels": [{"channel", "target_qus", "position_qus",
@@ -56,10 +57,8 @@ Control interface (HTTP/JSON, 127.0.0.1 only; errors are RFC 9457
 
 Example::
 
-    curl -X PUT localhost:9100/faults/slow -d '{"latency_s": 0.5}'
-
-``GET /problems/<type>`` serves the documentation of each problem type the control API
-answers with (docs/problems.md).
+    curl -X PUT localhost:9100/faults/slow -H 'Content-Type: application/json' \\
+        -d '{"latency_s": 0.5}'
 
 The package, by job: :mod:`.maestro` (the device: commands, IO thread, port changes),
 :mod:`.line` (the pty and the serial line's timing), :mod:`.faults` (fault modes and

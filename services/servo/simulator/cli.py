@@ -73,6 +73,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (OSError, ValueError) as exc:
         print(f"cannot start the simulator: {exc}", file=sys.stderr)
         return 1
+    # The control API logs JSON lines like every service; the level stays the one asked for.
+    logging.getLogger().setLevel(args.log_level.upper())
     try:
         print(f"device: {simulator.device_path}", flush=True)
         if simulator.control_url:
