@@ -22,7 +22,7 @@ from typing import Any
 from flask import Response
 from opentelemetry import trace
 from werkzeug.exceptions import MethodNotAllowed, NotFound
-from werkzeug.routing import Map, Rule
+from werkzeug.routing import Map, RequestRedirect, Rule
 from werkzeug.wrappers import Request
 
 from gateway.auth import KeyStore, require_scope
@@ -70,7 +70,7 @@ class ProxyDispatcher:
         if endpoint is None:
             try:
                 endpoint, params = self.templates.bind_to_environ(environ).match()
-            except NotFound:
+            except (NotFound, RequestRedirect):  # Flask answers both, as for any path
                 return self.fallthrough(environ, start_response)
             except MethodNotAllowed as exc:
                 refused = exc
