@@ -33,6 +33,14 @@ ACCEPT_POLL_S = 0.2
 RECV_SIZE = 4096
 
 
+def _kept(line: str) -> property:
+    """A modem-line setting that is kept as asked and never sent to the pty."""
+    return property(
+        lambda port: port.lines[line],
+        lambda port, value: port.lines.__setitem__(line, bool(value)),
+    )
+
+
 class _PtyPort(serial.Serial):
     """A pty opened with pyserial, minus the modem lines a pty does not have.
 
@@ -46,29 +54,9 @@ class _PtyPort(serial.Serial):
         self.lines = {"dtr": True, "rts": True, "break": False}  # what clients asked for
         super().__init__(*args, **kwargs)  # type: ignore[arg-type]
 
-    @property
-    def dtr(self) -> bool:
-        return self.lines["dtr"]
-
-    @dtr.setter
-    def dtr(self, value: bool) -> None:
-        self.lines["dtr"] = value
-
-    @property
-    def rts(self) -> bool:
-        return self.lines["rts"]
-
-    @rts.setter
-    def rts(self, value: bool) -> None:
-        self.lines["rts"] = value
-
-    @property
-    def break_condition(self) -> bool:
-        return self.lines["break"]
-
-    @break_condition.setter
-    def break_condition(self, value: bool) -> None:
-        self.lines["break"] = value
+    dtr = _kept("dtr")
+    rts = _kept("rts")
+    break_condition = _kept("break")
 
     @property
     def cts(self) -> bool:
