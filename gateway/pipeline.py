@@ -22,13 +22,18 @@ retries cannot multiply a sick upstream's share of threads; the breaker sits ins
 retry so every attempt is counted and an open breaker stops retries at once; the attempt
 timeout is innermost so it bounds exactly one call.
 
-Each stage is switchable (``enabled: false`` in routes.yaml) for control experiments.
+The order is data (:data:`gateway.stages.ORDER`, printed per route by ``python -m
+gateway.routing``); stages 2-8 are methods with one interface, ``stage(call, rest)``:
+each refuses by raising, or calls the rest of the pipeline and returns its reply (the
+retry stage calls it again per attempt). Each stage is switchable (``enabled: false`` in
+routes.yaml) for control experiments.
 """
 
 from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from urllib.parse import quote
 
@@ -46,6 +51,7 @@ from gateway.proxy import Answer, outbound_headers, returned_headers
 from gateway.ratelimit import RateLimiter
 from gateway.retry import AttemptFailed, RetryPolicy, retryable
 from gateway.routing import Operation, Route, RouteTable
+from gateway.stages import ORDER
 from servoscope.outbound import (
     Reply,
     RequestUnsendable,
@@ -80,6 +86,25 @@ class Call:
     outbound: dict[str, str] = field(default_factory=dict)  # headers sent on every attempt
     deadline: Deadline = field(default_factory=lambda: Deadline(0.0, 0.0))
     headers: dict[str, str] = field(default_factory=dict)  # added to the answer
+    # The current attempt, as the retry, breaker and attempt-timeout stages set it.
+    attempt: int = 0
+    remaining: float = 0.0  # seconds of the deadline left when the attempt started
+    member: Member | None = None  # the upstream instance the breaker let the call through to
+    breaker_state: str = CLOSED
+    timeout: Timeout | None = None
+
+
+Next = Callable[[Call], Reply]
+# A stage: the call and the rest of the pipeline in, the upstream's reply out. It refuses
+# by raising, or calls the rest (once; the retry stage again per attempt).
+Stage = Callable[[Call, Next], Reply]
+
+
+def _end(call: Call) -> Reply:
+    raise AssertionError("the transport is the last stage: nothing comes after it")
+
+
+_END: Next = _end
 
 
 class Pipeline:
@@ -103,30 +128,30 @@ class Pipeline:
         }
         self.balancers = {n: Balancer(u, shared, clock) for n, u in table.upstreams.items()}
         self.last_known = LastKnown()
+        runs: dict[str, Stage] = {
+            "rate limit": self._rate_limit_stage,
+            "request check": self._request_stage,
+            "deadline": self._deadline_stage,
+            "bulkhead": self._bulkhead_stage,
+            "retry (budget)": self._retry_stage,
+            "breaker": self._breaker_stage,
+            "attempt timeout": self._attempt_timeout_stage,
+            "transport": self._transport_stage,
+        }
+        if list(runs) != [spec.name for spec in ORDER]:
+            raise RuntimeError(f"the pipeline's stages {list(runs)} are not gateway.stages.ORDER")
+        self.stages = tuple(runs[spec.name] for spec in ORDER)
+        self.run = self._next(0)  # the whole chain, built once
         for balancer in self.balancers.values():
             balancer.start_health_checks()
 
     # -- the pipeline, top to bottom ------------------------------------------
 
     def handle(self, call: Call) -> Answer:
-        route = call.route
-        self._rate_limit(call)  # 2: before the body is even read
-        self._check_request(call)
-        self._read_body(call)
-        call.deadline = Deadline.start(
-            route.deadline, call.request.headers.get(DEADLINE_HEADER), self.clock
-        )
+        """Run ``call`` through every stage, in :data:`gateway.stages.ORDER`, and answer."""
         try:
-            with self._bulkhead(call):  # 4
-                budget = self.budgets[route.upstream]
-                budget.record_request()
-                policy = RetryPolicy(route.retry, budget, self.clock)
-                reply = policy.run(  # 5
-                    lambda n: self._attempt(call, n),  # 6, 7, 8
-                    may_retry=retryable(call.request.method, call.request.headers),
-                    deadline=call.deadline,
-                )
-        except DeadlineExceeded as exc:  # 3
+            reply = self.run(call)
+        except DeadlineExceeded as exc:
             raise self._problem(
                 call, 504, "Deadline Exceeded", str(exc), slug="deadline-exceeded"
             ) from None
@@ -137,6 +162,102 @@ class Pipeline:
             slug = "upstream-timeout" if exc.status == 504 else "upstream-unreachable"
             raise self._problem(call, exc.status, title, exc.detail, slug=slug) from None
         return self._answer(call, reply)
+
+    def _next(self, index: int) -> Next:
+        """The rest of the pipeline from stage ``index`` on, as one callable."""
+        stage = self.stages[index]
+        if index + 1 == len(self.stages):
+            return lambda call: stage(call, _END)
+        rest = self._next(index + 1)
+        return lambda call: stage(call, rest)
+
+    # -- the stages: each takes the call and the rest of the pipeline ------------
+
+    def _rate_limit_stage(self, call: Call, rest: Next) -> Reply:
+        self._rate_limit(call)  # before the body is even read
+        return rest(call)
+
+    def _request_stage(self, call: Call, rest: Next) -> Reply:
+        self._check_request(call)
+        self._read_body(call)
+        return rest(call)
+
+    def _deadline_stage(self, call: Call, rest: Next) -> Reply:
+        inbound_ms = call.request.headers.get(DEADLINE_HEADER)
+        call.deadline = Deadline.start(call.route.deadline, inbound_ms, self.clock)
+        return rest(call)
+
+    def _bulkhead_stage(self, call: Call, rest: Next) -> Reply:
+        with self._bulkhead(call):
+            return rest(call)
+
+    def _retry_stage(self, call: Call, rest: Next) -> Reply:
+        budget = self.budgets[call.route.upstream]
+        budget.record_request()
+
+        def attempt(number: int) -> Reply:
+            call.remaining = call.deadline.check()  # no attempt starts after the deadline
+            call.attempt = number
+            return rest(call)
+
+        return RetryPolicy(call.route.retry, budget, self.clock).run(
+            attempt,
+            may_retry=retryable(call.request.method, call.request.headers),
+            deadline=call.deadline,
+        )
+
+    def _breaker_stage(self, call: Call, rest: Next) -> Reply:
+        member, call.breaker_state = self._admit(call)
+        call.member = member
+        member.begin()
+        try:
+            reply = rest(call)
+        except AttemptFailed as failed:  # no answer: the upstream's failure
+            self._record(member, failed)
+            raise
+        finally:
+            member.end()
+        self._record(member, reply)
+        return reply
+
+    def _attempt_timeout_stage(self, call: Call, rest: Next) -> Reply:
+        options, remaining = call.route.attempt_timeout, call.remaining
+        if options.enabled:
+            call.timeout = Timeout(
+                connect=min(options.connect_s, remaining),
+                read=min(options.read_s, remaining),
+                total=remaining,
+            )
+        else:
+            call.timeout = Timeout(connect=remaining, read=remaining, total=remaining)
+        return rest(call)
+
+    def _transport_stage(self, call: Call, rest: Next) -> Reply:
+        member, timeout, upstream = call.member, call.timeout, call.route.upstream
+        assert member is not None and timeout is not None
+        headers = dict(call.outbound)
+        headers[DEADLINE_HEADER] = call.deadline.header_value()
+        try:
+            return member.client.request(
+                call.request.method,
+                call.path,
+                body=call.body,
+                headers=headers,
+                timeout=timeout,
+                attempt=call.attempt,
+                attributes={
+                    "gateway.upstream.instance": member.instance.id,
+                    "gateway.retry.attempt": call.attempt,
+                    "gateway.breaker.state": call.breaker_state,
+                },
+            )
+        except RequestUnsendable as exc:  # checked before, so not expected: never charged
+            raise self._unsendable(call, exc) from None
+        except UpstreamTimeout:
+            detail = f"{upstream} did not answer within {timeout.total or call.remaining:.3g}s"
+            raise AttemptFailed(504, detail) from None
+        except UpstreamError as exc:
+            raise AttemptFailed(502, f"{upstream} could not be reached: {exc}") from None
 
     def _check_request(self, call: Call) -> None:
         """What the client sent must be sendable upstream as it is: a bad path parameter
@@ -218,51 +339,6 @@ class Pipeline:
             return _NO_SLOT
         return _Slot(self, bulkhead, call)
 
-    def _attempt(self, call: Call, number: int) -> Reply:
-        remaining = call.deadline.check()  # 3: no attempt starts after the deadline
-        upstream = call.route.upstream
-        member, breaker_state = self._admit(call)  # 6
-        options = call.route.attempt_timeout  # 7
-        if options.enabled:
-            timeout = Timeout(
-                connect=min(options.connect_s, remaining),
-                read=min(options.read_s, remaining),
-                total=remaining,
-            )
-        else:
-            timeout = Timeout(connect=remaining, read=remaining, total=remaining)
-        headers = dict(call.outbound)
-        headers[DEADLINE_HEADER] = call.deadline.header_value()
-        member.begin()
-        try:
-            reply = member.client.request(  # 8
-                call.request.method,
-                call.path,
-                body=call.body,
-                headers=headers,
-                timeout=timeout,
-                attempt=number,
-                attributes={
-                    "gateway.upstream.instance": member.instance.id,
-                    "gateway.retry.attempt": number,
-                    "gateway.breaker.state": breaker_state,
-                },
-            )
-        except RequestUnsendable as exc:  # checked before, so not expected: never charged
-            raise self._unsendable(call, exc) from None
-        except UpstreamTimeout as exc:
-            self._record(member, exc)
-            raise AttemptFailed(
-                504, f"{upstream} did not answer within {timeout.total or remaining:.3g}s"
-            ) from None
-        except UpstreamError as exc:
-            self._record(member, exc)
-            raise AttemptFailed(502, f"{upstream} could not be reached: {exc}") from None
-        finally:
-            member.end()
-        self._record(member, reply)
-        return reply
-
     def _admit(self, call: Call) -> tuple[Member, str]:
         """The load balancer's first candidate whose breaker lets the call through, and
         the breaker state it was let through in."""
@@ -284,7 +360,7 @@ class Pipeline:
         metrics.BREAKER_REJECTIONS.labels(call.route.upstream).inc()
         raise refused
 
-    def _record(self, member: Member, outcome: Reply | Exception) -> None:
+    def _record(self, member: Member, outcome: Reply | AttemptFailed) -> None:
         if member.breaker.options.enabled:
             member.breaker.record_outcome(outcome)
 

@@ -287,9 +287,11 @@ def load_routes(path: Path, settings: Settings) -> RouteTable:
 
 
 if __name__ == "__main__":
-    # ``python -m gateway.routing [routes.yaml]``: check a table before sending SIGHUP.
+    # ``python -m gateway.routing [routes.yaml]``: check a table before sending SIGHUP,
+    # and see each route's pipeline, outermost stage first, with what is switched off.
     import sys
 
+    from gateway.stages import describe
     from servoscope.settings import load
 
     settings = load()
@@ -300,3 +302,7 @@ if __name__ == "__main__":
         sys.exit(f"invalid: {exc}")
     operations = sum(len(route.operations) for route in checked.routes)
     print(f"{target}: {len(checked.routes)} routes, {operations} operations, OK")
+    for route in checked.routes:
+        print(
+            f"  {route.name} ({route.prefix}): {describe(route, checked.upstreams[route.upstream])}"
+        )

@@ -119,3 +119,23 @@ def test_the_table_can_be_checked_before_a_reload(tmp_path: Path) -> None:
     )
     assert result.returncode == 1
     assert "routes.servo.operations[0].scope" in result.stderr
+
+
+def test_the_check_prints_each_routes_pipeline_with_what_a_control_run_switched_off(
+    tmp_path: Path,
+) -> None:
+    control = tmp_path / "routes.yaml"
+    control.write_text(
+        GOOD.replace(
+            "balance: least_outstanding}",
+            "balance: least_outstanding, breaker: {enabled: false}, bulkhead: {enabled: false}}",
+        )
+    )
+    result = subprocess.run(
+        [sys.executable, "-m", "gateway.routing", str(control)], capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines()[1] == (
+        "  servo (/api/servo): authenticate → rate limit → request check → deadline → "
+        "bulkhead (off) → retry (budget) → breaker (off) → attempt timeout → transport"
+    )
