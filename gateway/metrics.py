@@ -18,7 +18,7 @@ BREAKER_STATE = Gauge(
 )
 BREAKER_TRANSITIONS = Counter(
     "gateway_breaker_transitions_total",
-    "Circuit breaker state changes seen by this worker.",
+    "Circuit breaker state changes this worker made (another worker's show in its own count).",
     ["upstream", "upstream_instance", "from_state", "to_state"],
 )
 BREAKER = BreakerMetrics(BREAKER_STATE, BREAKER_TRANSITIONS)

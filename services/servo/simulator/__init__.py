@@ -22,9 +22,11 @@ serves a real one; see :mod:`services.servo.rfc2217_server`). SIGTERM or SIGINT
 stops it (exit 0); it closes the pty and removes the link. ``--baud 0`` turns reply pacing off;
 ``--control-port 0`` (the default) turns the control server off.
 
-Control interface (HTTP/JSON, 127.0.0.1 only; built on the services' app factory, so
-errors are the stack's RFC 9457 ``application/problem+json`` types, bodies are strict
-JSON sent as ``application/json``, and ``/healthz`` and ``/metrics`` answer too):
+Control interface (HTTP/JSON on ``--control-host``, 127.0.0.1 by default: it changes the
+device, so bind it wider only inside a sealed network such as a pod's; built on the
+services' app factory, so errors are the stack's RFC 9457 ``application/problem+json``
+types, bodies are strict JSON sent as ``application/json``, and ``/healthz`` and
+``/metrics`` answer too):
 
 ``GET /state``
     ``{"device", "link", "channels": [{"channel", "target_qus", "position_qus",
