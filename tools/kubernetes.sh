@@ -199,6 +199,41 @@ kubeconform_schemas() {
     rm -rf "$schema_dir" && mv "$schema_dir.tmp" "$schema_dir"
 }
 
+build_coredns() {
+    # Only the plugins the cluster's Corefile uses (COREDNS_PLUGINS), in CoreDNS's own order
+    # (its plugin.cfg), from a main package of our own, as CoreDNS documents for custom builds:
+    # its default build compiles every plugin, cloud DNS SDKs and tracers included.
+    [ -x "$bin/coredns-$COREDNS_VERSION" ] && return 0
+    local dir="$src/coredns-plugins-$COREDNS_VERSION" cdir line name package directives=() imports=()
+    cdir=$(go mod download -json "github.com/coredns/coredns@$COREDNS_VERSION" | sed -n 's/^\t"Dir": "\(.*\)",$/\1/p')
+    [ -n "$cdir" ] || { say "could not download github.com/coredns/coredns@$COREDNS_VERSION"; exit 1; }
+    while IFS=: read -r name package; do
+        [[ " $COREDNS_PLUGINS " == *" $name "* ]] || continue
+        directives+=("\"$name\"")
+        imports+=("_ \"github.com/coredns/coredns/plugin/$package\"")
+    done < <(grep -v '^#' "$cdir/plugin.cfg")
+    [ ${#directives[@]} -eq "$(wc -w <<<"$COREDNS_PLUGINS")" ] ||
+        { say "COREDNS_PLUGINS names a plugin CoreDNS $COREDNS_VERSION does not have: $COREDNS_PLUGINS"; exit 1; }
+    rm -rf "$dir" && mkdir -p "$dir"
+    printf 'module servoscope.dev/build/coredns\n\ngo 1.26.0\n\nrequire github.com/coredns/coredns %s\n' \
+        "$COREDNS_VERSION" >"$dir/go.mod"
+    {
+        printf '// CoreDNS with the plugins of tools/versions.env COREDNS_PLUGINS only.\npackage main\n\nimport (\n'
+        printf '\t"github.com/coredns/coredns/core/dnsserver"\n\t"github.com/coredns/coredns/coremain"\n'
+        for line in "${imports[@]}"; do printf '\t%s\n' "$line"; done
+        printf ')\n\nfunc init() { dnsserver.Directives = []string{%s} }\n\nfunc main() { coremain.Run() }\n' \
+            "$(IFS=,; echo "${directives[*]}")"
+    } >"$dir/main.go"
+    say "resolving github.com/coredns/coredns@$COREDNS_VERSION for the plugins: $COREDNS_PLUGINS"
+    (cd "$dir" && go mod tidy 2>"$dir/tidy.log") || { cat "$dir/tidy.log" >&2; exit 1; }
+    say "building coredns $COREDNS_VERSION (first time only: minutes, progress every 15 s)"
+    with_progress "coredns $COREDNS_VERSION" bash -c 'cd "$0" && exec go build -trimpath \
+        -ldflags "-s -w" -o "$1" .' \
+        "$dir" "$bin/coredns-$COREDNS_VERSION.tmp"
+    mv "$bin/coredns-$COREDNS_VERSION.tmp" "$bin/coredns-$COREDNS_VERSION"
+    ln -sf "coredns-$COREDNS_VERSION" "$bin/coredns"
+}
+
 build_pause() {
     [ -x "$bin/pause-$k8s" ] && return 0
     local kdir
@@ -244,7 +279,7 @@ if [ "$stage" = node ] || [ "$stage" = all ]; then
             "-s -w -X github.com/containerd/containerd/v2/version.Version=$CONTAINERD_VERSION" \
             "no_btrfs no_devmapper no_zfs" "${containerd_cmds[@]}"
     done
-    build_one coredns github.com/coredns/coredns "$COREDNS_VERSION" github.com/coredns/coredns
+    build_coredns
     build_pause
 fi
 stage_built "$stage" || { say "stage $stage is still incomplete after building"; exit 1; }

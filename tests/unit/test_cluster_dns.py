@@ -1,0 +1,34 @@
+"""The cluster's CoreDNS is built with only the plugins of tools/versions.env; its Corefile
+(deploy/cluster/configs.py) must use no other, or CoreDNS refuses to start."""
+
+from __future__ import annotations
+
+import re
+
+from deploy.cluster import configs
+from servoscope.settings import REPO_ROOT
+
+
+def built_plugins() -> set[str]:
+    env = (REPO_ROOT / "tools" / "versions.env").read_text()
+    match = re.search(r'^COREDNS_PLUGINS="([^"]*)"', env, re.MULTILINE)
+    assert match, "tools/versions.env has no COREDNS_PLUGINS"
+    return set(match.group(1).split())
+
+
+def corefile_directives() -> set[str]:
+    manifest = configs.coredns_manifest("coredns:test")
+    corefile = manifest.split("Corefile: |\n", 1)[1].split("---", 1)[0]
+    directives, depth = set(), 0
+    for line in corefile.splitlines():
+        words = line.split()
+        if depth == 1 and words and words[0] != "}":
+            directives.add(words[0])  # a plugin's own block (kubernetes { pods ... }) is deeper
+        depth += line.count("{") - line.count("}")
+    return directives
+
+
+def test_the_corefile_uses_only_plugins_coredns_is_built_with() -> None:
+    directives = corefile_directives()
+    assert {"kubernetes", "errors", "health", "ready"} <= directives
+    assert directives <= built_plugins(), directives - built_plugins()
