@@ -12,6 +12,7 @@ import itertools
 import logging
 import random
 import threading
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from opentelemetry import context, trace
@@ -19,7 +20,7 @@ from opentelemetry import context, trace
 from gateway import metrics
 from gateway.routing import Instance, Upstream
 from servoscope.outbound import UpstreamClient, UpstreamError
-from servoscope.resilience.breaker import Breaker
+from servoscope.resilience.breaker import Breaker, BreakerView
 from servoscope.resilience.clock import SYSTEM_CLOCK, Clock
 from servoscope.resilience.sharedstate import SharedState
 
@@ -79,8 +80,11 @@ class Balancer:
         self._checker: threading.Thread | None = None
         self._stop = threading.Event()
 
-    def candidates(self, *, skip_open: bool = True) -> list[Member]:
-        """Members to try, best first: healthy ones (whose breaker is not open) in order."""
+    def candidates(
+        self, *, skip_open: bool = True, views: Mapping[str, BreakerView] | None = None
+    ) -> list[Member]:
+        """Members to try, best first: healthy ones (whose breaker is not open) in order;
+        ``views`` are breakers as the request already read them, by Redis key."""
         members = self.members
         if len(members) == 1:
             # Nothing to choose between: the breaker's admit() is the check (one storage read).
@@ -93,7 +97,13 @@ class Balancer:
         else:
             start = next(self._turn) % len(members)
             ordered = members[start:] + members[:start]
-        return [m for m in ordered if m.healthy and (not skip_open or m.breaker.available())]
+        views = views or {}
+        return [
+            m
+            for m in ordered
+            if m.healthy
+            and (not skip_open or m.breaker.available(views.get(m.breaker.storage.key)))
+        ]
 
     def start_health_checks(self) -> None:
         options = self.upstream.health_check

@@ -15,7 +15,7 @@ import redis
 
 from gateway.policy import RetryBudgetOptions
 from servoscope.resilience.clock import SYSTEM_CLOCK, Clock
-from servoscope.resilience.sharedstate import SharedState
+from servoscope.resilience.sharedstate import SharedState, SharedWrite
 
 
 class RetryBudget:
@@ -53,12 +53,10 @@ class RetryBudget:
 
     # -- redis ---------------------------------------------------------------
 
-    def _redis_add(self, r: redis.Redis, kind: str, now: int) -> None:
+    def _redis_add(self, pipe: redis.client.Pipeline, kind: str, now: int) -> None:
         key = f"{self._key}:{kind}:{now}"
-        pipe = r.pipeline(transaction=False)
         pipe.incr(key)
         pipe.expire(key, self.options.window_s + 1)
-        pipe.execute()
 
     def _redis_totals(self, r: redis.Redis, now: int) -> tuple[int, int]:
         seconds = range(now - self.options.window_s + 1, now + 1)
@@ -71,9 +69,15 @@ class RetryBudget:
 
     def record_request(self) -> None:
         """Count one request (not attempt) sent to the upstream."""
+        write = self.request_write()
+        self.shared.write([write.shared], [write.local])
+
+    def request_write(self) -> SharedWrite:
+        """:meth:`record_request` as a write that can ride in another round trip (the
+        breaker's, when the request's first attempt is counted)."""
         now = int(self.clock.time())
-        self.shared.choose(
-            lambda r: self._redis_add(r, "req", now), lambda: self._local_add(0, now)
+        return SharedWrite(
+            lambda pipe: self._redis_add(pipe, "req", now), lambda: self._local_add(0, now)
         )
 
     def totals(self) -> tuple[int, int]:
@@ -92,7 +96,7 @@ class RetryBudget:
         if retries >= max(self.options.floor, int(self.options.ratio * requests)):
             return False
         now = int(self.clock.time())
-        self.shared.choose(
-            lambda r: self._redis_add(r, "retry", now), lambda: self._local_add(1, now)
+        self.shared.write(
+            [lambda pipe: self._redis_add(pipe, "retry", now)], [lambda: self._local_add(1, now)]
         )
         return True

@@ -48,9 +48,9 @@ from gateway.contracts import Contracts
 from gateway.deadline import DEADLINE_HEADER, Deadline, DeadlineExceeded
 from gateway.fallback import LastKnown
 from gateway.proxy import Answer, outbound_headers, returned_headers
-from gateway.ratelimit import RateLimiter
 from gateway.retry import AttemptFailed, RetryPolicy, retryable
 from gateway.routing import Operation, Route, RouteTable
+from gateway.sharedtrip import SharedTrip
 from gateway.stages import ORDER
 from servoscope.outbound import (
     Reply,
@@ -62,7 +62,7 @@ from servoscope.outbound import (
 )
 from servoscope.problems import MEDIA_TYPE as PROBLEM_TYPE
 from servoscope.problems import Problem
-from servoscope.resilience.breaker import CLOSED, BreakerOpen
+from servoscope.resilience.breaker import CLOSED, BreakerOpen, BreakerView
 from servoscope.resilience.clock import SYSTEM_CLOCK, Clock
 from servoscope.resilience.sharedstate import SharedState
 
@@ -92,6 +92,9 @@ class Call:
     member: Member | None = None  # the upstream instance the breaker let the call through to
     breaker_state: str = CLOSED
     timeout: Timeout | None = None
+    # Each breaker of the upstream as read with the rate limit (shared state only), by
+    # its Redis key: the first attempt is admitted and counted on these views.
+    views: dict[str, BreakerView] = field(default_factory=dict)
 
 
 Next = Callable[[Call], Reply]
@@ -121,7 +124,7 @@ class Pipeline:
         self.contracts = contracts or {}
         self.shared = shared
         self.clock = clock  # the deadline's, the retries' and budgets', the breakers'
-        self.limiter = RateLimiter(shared)
+        self.trip = SharedTrip(shared)  # the rate limiter and the shared reads with it
         self.bulkheads = {n: Bulkhead(n, u.bulkhead) for n, u in table.upstreams.items()}
         self.budgets = {
             n: RetryBudget(n, u.retry_budget, shared, clock) for n, u in table.upstreams.items()
@@ -192,8 +195,7 @@ class Pipeline:
             return rest(call)
 
     def _retry_stage(self, call: Call, rest: Next) -> Reply:
-        budget = self.budgets[call.route.upstream]
-        budget.record_request()
+        budget = self.budgets[call.route.upstream]  # the request is counted with its first attempt
 
         def attempt(number: int) -> Reply:
             call.remaining = call.deadline.check()  # no attempt starts after the deadline
@@ -213,11 +215,11 @@ class Pipeline:
         try:
             reply = rest(call)
         except AttemptFailed as failed:  # no answer: the upstream's failure
-            self._record(member, failed)
+            self._record(call, member, failed)
             raise
         finally:
             member.end()
-        self._record(member, reply)
+        self._record(call, member, reply)
         return reply
 
     def _attempt_timeout_stage(self, call: Call, rest: Next) -> Reply:
@@ -315,10 +317,16 @@ class Pipeline:
         call.body = body
 
     def _rate_limit(self, call: Call) -> None:
-        options = call.route.rate_limit
-        if not options.enabled:
+        options, upstream = call.route.rate_limit, call.route.upstream
+        breakers = (
+            [m.breaker.storage.key for m in self.balancers[upstream].members]
+            if self.table.upstreams[upstream].breaker.enabled and self.shared.enabled
+            else []
+        )
+        trip = self.trip.take(options, call.route.name, call.key_name, breakers)
+        call.views, decision = trip.views, trip.decision
+        if decision is None:
             return
-        decision = self.limiter.check(options, call.route.name, call.key_name)
         call.span.set_attribute("gateway.rate_limit.remaining", decision.remaining)
         call.headers.update(decision.headers)
         if not decision.allowed:
@@ -349,9 +357,10 @@ class Pipeline:
                 return healthy[0], CLOSED
             raise BreakerOpen(1.0, "unhealthy")
         refused: BreakerOpen | None = None
-        for member in balancer.candidates():
+        views = call.views if call.attempt == 1 else {}  # read before the first attempt
+        for member in balancer.candidates(views=views):
             try:
-                return member, member.breaker.admit()
+                return member, member.breaker.admit(views.get(member.breaker.storage.key))
             except BreakerOpen as exc:
                 refused = exc
         if refused is None:  # every instance ejected or unhealthy
@@ -360,9 +369,16 @@ class Pipeline:
         metrics.BREAKER_REJECTIONS.labels(call.route.upstream).inc()
         raise refused
 
-    def _record(self, member: Member, outcome: Reply | AttemptFailed) -> None:
+    def _record(self, call: Call, member: Member, outcome: Reply | AttemptFailed) -> None:
+        """Count the attempt in its breaker and, for the first, the request in its
+        upstream's retry budget: one round trip in shared state when all went well."""
+        first = call.attempt == 1
+        also = (self.budgets[call.route.upstream].request_write(),) if first else ()
         if member.breaker.options.enabled:
-            member.breaker.record_outcome(outcome)
+            view = call.views.get(member.breaker.storage.key) if first else None
+            member.breaker.record_outcome(outcome, view, also)
+        elif also:
+            self.shared.write([w.shared for w in also], [w.local for w in also])
 
     # -- answers ----------------------------------------------------------------
 

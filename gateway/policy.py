@@ -22,7 +22,7 @@ class PolicyError(ValueError):
 
 @dataclass(frozen=True)
 class RateLimitOptions:
-    """Per API key and route: ``requests`` per ``per_s`` seconds (a moving window)."""
+    """Per API key and route: ``requests`` per ``per_s`` seconds (a token bucket)."""
 
     enabled: bool = True
     requests: int = 100

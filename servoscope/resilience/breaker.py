@@ -26,10 +26,11 @@ from __future__ import annotations
 
 import math
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import TypeVar
 
 import pybreaker
 import redis
@@ -38,11 +39,13 @@ from prometheus_client import Counter, Gauge
 from servoscope.outbound import Reply
 from servoscope.resilience.blame import Blame, blame
 from servoscope.resilience.clock import SYSTEM_CLOCK, Clock
-from servoscope.resilience.sharedstate import SharedState
+from servoscope.resilience.sharedstate import SharedState, SharedWrite
 
 CLOSED, OPEN, HALF_OPEN = pybreaker.STATE_CLOSED, pybreaker.STATE_OPEN, pybreaker.STATE_HALF_OPEN
 REDIS_TTL_S = 3600  # idle breakers fade out of Redis
 
+
+T = TypeVar("T")
 
 STATE_VALUES = {CLOSED: 0, OPEN: 1, HALF_OPEN: 2}
 
@@ -79,6 +82,20 @@ class UpstreamFailure(Exception):
     """What a failed attempt (5xx, timeout, connection error) is reported to pybreaker as."""
 
 
+# What one request read of a breaker's hash (state, fail, success, opened_at), in the
+# same round trip as its other shared state (gateway.sharedtrip); absent fields are None.
+BreakerView = dict[str, str | None]
+BREAKER_FIELDS = ("state", "fail", "success", "opened_at")
+
+
+def _count(raw: str | None) -> int:
+    return int(raw or 0)
+
+
+def _instant(raw: str | None) -> datetime | None:
+    return datetime.fromtimestamp(float(raw), UTC) if raw else None
+
+
 class FailoverStorage(pybreaker.CircuitBreakerStorage):
     """pybreaker storage in a Redis hash while Redis is up, else in this process.
 
@@ -87,6 +104,10 @@ class FailoverStorage(pybreaker.CircuitBreakerStorage):
     :class:`SharedState` see the error and switch to the local copy. ``opened_at`` is
     stamped with the breaker's clock (the wall clock outside tests), so the reset
     timeout is measured on the one clock :meth:`Breaker.open_for` reads.
+
+    Inside :meth:`seeing`, this thread's reads are answered from a view of the hash the
+    request already fetched, and its writes are queued and sent in one pipeline at the
+    end: that is how a request's breaker work costs no round trip of its own.
     """
 
     def __init__(self, key: str, shared: SharedState, clock: Clock = SYSTEM_CLOCK) -> None:
@@ -97,62 +118,89 @@ class FailoverStorage(pybreaker.CircuitBreakerStorage):
         self.local = pybreaker.CircuitMemoryStorage(CLOSED)
         self.local_probes: dict[float, int] = {}
         self.probe_lock = threading.Lock()
+        self.seen = threading.local()  # .view (BreakerView) and .queued, inside seeing()
 
-    def hset(self, field: str, value: str | float | int) -> None:
-        client = self.shared.client
-        assert client is not None
-        pipe = client.pipeline(transaction=False)
-        pipe.hset(self.key, field, value)
-        pipe.expire(self.key, REDIS_TTL_S)
-        pipe.execute()
+    @contextmanager
+    def seeing(self, view: BreakerView | None, also: Sequence[SharedWrite] = ()) -> Iterator[None]:
+        """Serve this thread's reads from ``view`` and queue its writes; then send the
+        queued writes and ``also`` in one pipeline. With no view, reads and writes go
+        to Redis one by one as usual, and only ``also`` is sent at the end."""
+        self.seen.view, self.seen.queued = view, [] if view is not None else None
+        try:
+            yield
+        finally:
+            queued: list[Callable[[redis.client.Pipeline], object]] = self.seen.queued or []
+            self.seen.view = self.seen.queued = None
+            self.shared.write([*queued, *(w.shared for w in also)], [w.local for w in also])
+
+    def _view(self, field: str) -> tuple[bool, str | None]:
+        view = getattr(self.seen, "view", None)
+        return (False, None) if view is None else (True, view.get(field))
+
+    def _write(self, field: str, value: str | float | int, *, add: bool = False) -> None:
+        def queue(pipe: redis.client.Pipeline) -> None:
+            if add:
+                pipe.hincrby(self.key, field, int(value))
+            else:
+                pipe.hset(self.key, field, value)
+            pipe.expire(self.key, REDIS_TTL_S)
+
+        queued = getattr(self.seen, "queued", None)
+        if queued is not None:
+            view = self.seen.view
+            view[field] = str(int(view.get(field) or 0) + int(value)) if add else str(value)
+            queued.append(queue)
+        else:
+            self.shared.write([queue], [])
+
+    def _read(self, field: str, decode: Callable[[str | None], T], local: Callable[[], T]) -> T:
+        """A field from this thread's view, else from Redis, else (Redis away) ``local``."""
+        viewed, value = self._view(field)
+        if viewed and self.shared.up:
+            return decode(value)
+
+        def shared(r: redis.Redis) -> T:
+            raw = r.hget(self.key, field)
+            return decode(raw.decode() if raw else None)
+
+        return self.shared.choose(shared, local)
 
     @property
     def state(self) -> str:
-        return self.shared.choose(
-            lambda r: (r.hget(self.key, "state") or CLOSED.encode()).decode(),
-            lambda: self.local.state,
-        )
+        return self._read("state", lambda v: v or CLOSED, lambda: self.local.state)
 
     @state.setter
     def state(self, state: str) -> None:
         self.local.state = state
-        self.shared.choose(lambda r: self.hset("state", state), lambda: None)
+        self._write("state", state)
 
     def increment_counter(self) -> None:
         self.local.increment_counter()
-        self.shared.choose(lambda r: r.hincrby(self.key, "fail", 1), lambda: None)
+        self._write("fail", 1, add=True)
 
     def reset_counter(self) -> None:
         self.local.reset_counter()
-        self.shared.choose(lambda r: r.hset(self.key, "fail", 0), lambda: None)
+        self._write("fail", 0)
 
     def increment_success_counter(self) -> None:
         self.local.increment_success_counter()
-        self.shared.choose(lambda r: r.hincrby(self.key, "success", 1), lambda: None)
+        self._write("success", 1, add=True)
 
     def reset_success_counter(self) -> None:
         self.local.reset_success_counter()
-        self.shared.choose(lambda r: r.hset(self.key, "success", 0), lambda: None)
+        self._write("success", 0)
 
     @property
     def counter(self) -> int:
-        return self.shared.choose(
-            lambda r: int(r.hget(self.key, "fail") or 0), lambda: self.local.counter
-        )
+        return self._read("fail", _count, lambda: self.local.counter)
 
     @property
     def success_counter(self) -> int:
-        return self.shared.choose(
-            lambda r: int(r.hget(self.key, "success") or 0), lambda: self.local.success_counter
-        )
+        return self._read("success", _count, lambda: self.local.success_counter)
 
     @property
     def opened_at(self) -> datetime | None:
-        def shared(r: redis.Redis) -> datetime | None:
-            raw = r.hget(self.key, "opened_at")
-            return datetime.fromtimestamp(float(raw), UTC) if raw else None
-
-        return self.shared.choose(shared, lambda: self.local.opened_at)
+        return self._read("opened_at", _instant, lambda: self.local.opened_at)
 
     @opened_at.setter
     def opened_at(self, when: datetime) -> None:
@@ -160,7 +208,7 @@ class FailoverStorage(pybreaker.CircuitBreakerStorage):
         # clock in production and a manual one in tests.
         stamp = self.clock.time()
         self.local.opened_at = datetime.fromtimestamp(stamp, UTC)
-        self.shared.choose(lambda r: self.hset("opened_at", stamp), lambda: None)
+        self._write("opened_at", stamp)
 
     def acquire_probe(self, limit: int) -> bool:
         """Take one of the ``limit`` half-open probes of the current opening."""
@@ -287,15 +335,20 @@ class Breaker:
             return 0.0
         return max(0.0, opened.timestamp() + self.options.reset_s - self.clock.time())
 
-    def available(self) -> bool:
+    def available(self, view: BreakerView | None = None) -> bool:
         """Whether :meth:`admit` may let a call through (for load balancers to skip)."""
-        return self.state != OPEN or self.open_for() <= 0
+        with self.storage.seeing(view):
+            return self.state != OPEN or self.open_for() <= 0
 
-    def admit(self) -> str:
+    def admit(self, view: BreakerView | None = None) -> str:
         """Let one call through, or raise :class:`BreakerOpen`.
 
         Returns the state the call was admitted in: ``closed``, or ``half-open`` for one
-        of the bounded probes."""
+        of the bounded probes. ``view``, the hash as this request already read it, saves
+        the read when it shows the breaker closed; any other state is read afresh."""
+        if view is not None and (view.get("state") or CLOSED) == CLOSED:
+            self.gauge.set(STATE_VALUES[CLOSED])
+            return CLOSED
         state = self.machine.current_state
         if state == OPEN:
             with self.half_opening:
@@ -324,13 +377,28 @@ class Breaker:
         with suppress(UpstreamFailure, pybreaker.CircuitBreakerError):
             self.machine.call(report)
 
-    def record_outcome(self, outcome: Reply | int | BaseException) -> None:
+    def record_outcome(
+        self,
+        outcome: Reply | int | BaseException,
+        view: BreakerView | None = None,
+        also: Sequence[SharedWrite] = (),
+    ) -> None:
         """Count an admitted call by :func:`~servoscope.resilience.blame.blame`: the
         upstream's failures fail it, its answers succeed it, and a request that never
-        went out (the caller's fault) is not counted at all."""
+        went out (the caller's fault) is not counted at all.
+
+        A success in a breaker ``view`` showed closed is counted on that view: pybreaker
+        reads the state from it and its write (the failure count back to 0) is queued,
+        then sent with ``also`` in one pipeline. A failure reads and writes Redis as it
+        goes, because whether it trips the breaker depends on the count other workers
+        added since the view was read."""
         fault = blame(outcome)
-        if fault is not Blame.CALLER:
-            self.record(fault is Blame.NONE)
+        seen = None
+        if view is not None and (view.get("state") or CLOSED) == CLOSED and fault is Blame.NONE:
+            seen = dict(view)
+        with self.storage.seeing(seen, also):
+            if fault is not Blame.CALLER:
+                self.record(fault is Blame.NONE)
 
     def force(self, action: str) -> None:
         """Admin: ``open`` it, or ``close`` it (which also forgets the failures counted)."""

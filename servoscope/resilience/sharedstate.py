@@ -16,7 +16,8 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import TypeVar
 
 import redis
@@ -24,6 +25,15 @@ from prometheus_client import Gauge
 
 log = logging.getLogger("servoscope.resilience.sharedstate")
 T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class SharedWrite:
+    """A write to shared state that may ride in another one's round trip: the commands
+    it queues on a Redis pipeline, and what to do instead when Redis is away."""
+
+    shared: Callable[[redis.client.Pipeline], object]
+    local: Callable[[], object]
 
 
 class SharedState:
@@ -112,3 +122,25 @@ class SharedState:
             except redis.RedisError as exc:
                 self.mark_down(exc)
         return local()
+
+    def write(
+        self,
+        shared: Sequence[Callable[[redis.client.Pipeline], object]],
+        local: Sequence[Callable[[], object]] = (),
+    ) -> None:
+        """Send ``shared`` (each queues its commands) in one pipeline, one round trip;
+        when Redis is away or local by config, run ``local`` instead."""
+        if not shared and not local:
+            return
+
+        def send(r: redis.Redis) -> None:
+            pipe = r.pipeline(transaction=False)
+            for queue in shared:
+                queue(pipe)
+            pipe.execute()
+
+        def instead() -> None:
+            for apply in local:
+                apply()
+
+        self.choose(send if shared else lambda r: None, instead)
