@@ -14,6 +14,7 @@ import time
 from collections.abc import Iterator
 
 import pytest
+import redis as redis_py
 
 from stack.ephemeral import terminate, wait_for
 from tests.component.gatewayrig import (
@@ -27,6 +28,7 @@ from tests.component.gatewayrig import (
 
 pytestmark = pytest.mark.component
 CONCURRENT = 16
+REQUESTS = 20
 
 ROUTES = """
 defaults:
@@ -99,13 +101,28 @@ def burst(gateway: Gateway, path: str, count: int = CONCURRENT) -> list[int]:
     return statuses
 
 
-def test_replicas_spend_one_rate_limit_window(replicas: list[Gateway]) -> None:
+def test_replicas_spend_one_rate_limit_bucket(replicas: list[Gateway]) -> None:
     a, b = replicas
     assert [a.api("GET", "/t/limited/echo").status for _ in range(2)] == [200, 200]
     assert [b.api("GET", "/t/limited/echo").status for _ in range(2)] == [200, 200]
-    # Four of four are spent, wherever they were spent: local windows would allow 2 more each.
+    # Four of four are spent, wherever they were spent: local buckets would allow 2 more each.
     assert a.api("GET", "/t/limited/echo").status == 429
     assert b.api("GET", "/t/limited/echo").status == 429
+
+
+def test_a_request_costs_two_redis_round_trips(replicas: list[Gateway], redis: Redis) -> None:
+    """Rate limit, breaker and retry budget: one script before the call, one pipeline
+    after (gateway/sharedtrip.py). Redis counts a read per round trip."""
+    a, _ = replicas
+    client = redis_py.Redis(port=redis.port)
+    assert a.api("GET", "/t/plain/echo").status == 200  # both workers may be cold: warm
+    assert a.api("GET", "/t/plain/echo").status == 200
+    before = int(client.info("stats")["total_reads_processed"])
+    for _ in range(REQUESTS):
+        assert a.api("GET", "/t/plain/echo").status == 200
+    after = int(client.info("stats")["total_reads_processed"])
+    client.close()
+    assert after - before == 2 * REQUESTS + 1  # + the INFO that read the count
 
 
 def test_replicas_see_one_breaker_and_one_probe_between_them(
