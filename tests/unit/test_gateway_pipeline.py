@@ -156,3 +156,18 @@ def test_the_rate_limit_refuses_before_anything_is_sent(rig) -> None:
         send()
     assert limited.value.status == 429 and "Retry-After" in limited.value.headers
     assert len(upstream.attempts) == 5
+
+
+def test_the_retry_budget_counts_a_request_once_with_its_first_attempt(rig) -> None:
+    pipeline, _, script, send = rig
+    budget = pipeline.budgets["up"]
+    script(ok(503), ok(200))
+    assert send().status == 200  # two attempts, one request, one retry
+    assert budget.totals() == (1, 1)
+    script(UpstreamError("refused"), UpstreamError("refused"))
+    with pytest.raises(Problem, match="breaker of up is open"):
+        send()  # two failures open the breaker, which refuses the third attempt
+    assert budget.totals() == (2, 3)
+    with pytest.raises(Problem, match="breaker of up is open"):
+        send()  # refused before any attempt: not a request sent upstream
+    assert budget.totals() == (2, 3)
