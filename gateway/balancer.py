@@ -87,7 +87,7 @@ class Balancer:
         ``views`` are breakers as the request already read them, by Redis key."""
         members = self.members
         if len(members) == 1:
-            # Nothing to choose between: the breaker's admit() is the check (one storage read).
+            # Nothing to choose between: the breaker's admit() is the check.
             return members if members[0].healthy else []
         if self.upstream.balance == "least_outstanding":
             a, b = random.sample(members, 2)

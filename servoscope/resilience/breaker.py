@@ -20,6 +20,13 @@ process's memory otherwise), listeners for the metrics, ``current_state``, ``cal
 ``open()``, ``close()`` and ``half_open()``. Half-open admits at most
 ``half_open_probes`` calls per opening, counted in the same storage, so the bound holds
 across workers too.
+
+In shared state a caller may pass the view of the breaker's Redis hash it already read
+(the gateway reads it with the rate limit, in one script: :mod:`gateway.sharedtrip`):
+:meth:`Breaker.admit` admits on a view that shows it closed, and
+:meth:`Breaker.record_outcome` counts a success on it, pybreaker's writes queued and sent
+in one pipeline with the caller's own (``also``). Failures, and breakers the view shows
+open or half-open, read Redis afresh.
 """
 
 from __future__ import annotations
