@@ -113,3 +113,16 @@ def test_a_flushed_script_cache_is_loaded_again(redis: Redis, client: redis_py.R
     again = trip.take(options, "r", "k", []).decision
     assert first is not None and again is not None
     assert (first.allowed, first.remaining, again.allowed, again.remaining) == (True, 4, True, 3)
+
+
+def test_one_trip_reads_every_instance_and_the_balancer_skips_an_open_one(
+    redis: Redis, client: redis_py.Redis
+) -> None:
+    one, trip = worker(redis, "i:1")
+    two, _ = worker(redis, "i:2")
+    one.force("open")
+    views = trip.take(NOT_LIMITED, "r", "k", [one.storage.key, two.storage.key]).views
+    assert views[one.storage.key]["state"] == OPEN
+    assert views[two.storage.key]["state"] is None  # never written: closed
+    assert not one.available(views[one.storage.key])
+    assert two.available(views[two.storage.key])
