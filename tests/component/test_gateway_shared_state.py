@@ -112,8 +112,12 @@ def test_replicas_spend_one_rate_limit_bucket(replicas: list[Gateway]) -> None:
 def test_a_request_costs_two_redis_round_trips() -> None:
     """Rate limit, breaker and retry budget: one script before the call, one pipeline
     after (gateway/sharedtrip.py), measured as docs/gateway.md quotes it."""
-    result = measure(requests=40)
-    assert result["round_trips"] == 2
+    for _ in range(3):  # a busy machine may push a Redis call past its timeout: again
+        result = measure(requests=40)
+        if not result["fell_back"]:
+            break
+    assert not result["fell_back"], "every run fell back to local state: Redis too slow"
+    assert result["round_trips"] == 2, result
     assert result["by_command"] == {
         "evalsha": 1,  # the script: TIME, HMGET, HSET, PEXPIRE (the bucket), HMGET (breaker)
         "time": 1,
