@@ -23,6 +23,8 @@ from tests.component.gatewayrig import start_gateway, start_redis, start_upstrea
 
 WORKERS = 2
 ROUTES = """
+defaults:
+  rate_limit: {{enabled: true, requests: 100000, per_s: 1}}  # on, and never the answer
 upstreams:
   up: {{instances: ["{url}"]}}
 routes:
