@@ -47,35 +47,52 @@ class Bulkhead:
         self._per_key: dict[str, int] = {}
         self._keys_lock = threading.Lock()
 
+    def acquire(self, wait_s: float | None = None, key: str | None = None) -> float:
+        """Take a slot, one of ``key``'s share; returns the seconds waited, or raises
+        :class:`BulkheadFull`. Every successful call is paired with :meth:`release`.
+
+        Plain methods rather than nested context managers: this runs on every proxied
+        request, and each generator-based ``with`` layer cost measurable CPU there."""
+        if key is not None:
+            self._take_share(key)
+        try:
+            return self._take_slot(wait_s)
+        except BaseException:
+            if key is not None:
+                self._give_share(key)
+            raise
+
+    def release(self, key: str | None = None) -> None:
+        self._in_flight.dec()
+        self._slots.release()
+        if key is not None:
+            self._give_share(key)
+
     @contextlib.contextmanager
-    def _key_share(self, key: str | None) -> Iterator[None]:
-        """Count ``key``'s call for as long as it holds (or waits for) a slot."""
-        if key is None:
-            yield
-            return
+    def slot(self, wait_s: float | None = None, key: str | None = None) -> Iterator[float]:
+        """:meth:`acquire` and :meth:`release` around a ``with`` block; yields the wait."""
+        waited = self.acquire(wait_s, key)
+        try:
+            yield waited
+        finally:
+            self.release(key)
+
+    def _take_share(self, key: str) -> None:
         with self._keys_lock:
             held = self._per_key.get(key, 0)
             if held >= self.options.per_key:
                 raise BulkheadFull(self.upstream, self.options, key_share=True)
             self._per_key[key] = held + 1
-        try:
-            yield
-        finally:
-            with self._keys_lock:
-                left = self._per_key[key] - 1
-                if left:
-                    self._per_key[key] = left
-                else:
-                    del self._per_key[key]
 
-    @contextlib.contextmanager
-    def slot(self, wait_s: float | None = None, key: str | None = None) -> Iterator[float]:
-        """Hold a slot for the ``with`` block, one of ``key``'s share; raises
-        :class:`BulkheadFull`. Yields the wait."""
-        with self._key_share(key):
-            yield from self._slot(wait_s)
+    def _give_share(self, key: str) -> None:
+        with self._keys_lock:
+            left = self._per_key[key] - 1
+            if left:
+                self._per_key[key] = left
+            else:
+                del self._per_key[key]
 
-    def _slot(self, wait_s: float | None) -> Iterator[float]:
+    def _take_slot(self, wait_s: float | None) -> float:
         wait = self.options.max_wait_s if wait_s is None else min(wait_s, self.options.max_wait_s)
         waited = 0.0
         if not self._slots.acquire(blocking=False):
@@ -91,8 +108,4 @@ class Bulkhead:
                 raise BulkheadFull(self.upstream, self.options)
             waited = time.perf_counter() - started
         self._in_flight.inc()
-        try:
-            yield waited
-        finally:
-            self._in_flight.dec()
-            self._slots.release()
+        return waited

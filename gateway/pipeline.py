@@ -191,8 +191,28 @@ class Pipeline:
         return rest(call)
 
     def _bulkhead_stage(self, call: Call, rest: Next) -> Reply:
-        with self._bulkhead(call):
+        bulkhead = self.bulkheads[call.route.upstream]
+        if not bulkhead.options.enabled:
             return rest(call)
+        try:
+            waited = bulkhead.acquire(call.deadline.remaining(), call.key_name)
+        except BulkheadFull as exc:
+            metrics.BULKHEAD_REJECTIONS.labels(bulkhead.upstream).inc()
+            call.span.add_event("gateway.bulkhead_rejected")
+            raise self._problem(
+                call,
+                503,
+                "Bulkhead Full",
+                f"{exc}; retry shortly",
+                slug="bulkhead-full",
+                headers={"Retry-After": "1"},
+            ) from None
+        if waited:
+            call.span.set_attribute("gateway.bulkhead.wait_ms", round(waited * 1000, 3))
+        try:
+            return rest(call)
+        finally:
+            bulkhead.release(call.key_name)
 
     def _retry_stage(self, call: Call, rest: Next) -> Reply:
         budget = self.budgets[call.route.upstream]  # the request is counted with its first attempt
@@ -341,12 +361,6 @@ class Pipeline:
                 headers=decision.headers,
             )
 
-    def _bulkhead(self, call: Call):  # type: ignore[no-untyped-def]
-        bulkhead = self.bulkheads[call.route.upstream]
-        if not bulkhead.options.enabled:
-            return _NO_SLOT
-        return _Slot(self, bulkhead, call)
-
     def _admit(self, call: Call) -> tuple[Member, str]:
         """The load balancer's first candidate whose breaker lets the call through, and
         the breaker state it was let through in."""
@@ -448,46 +462,3 @@ def _as_instance(body: bytes, path: str) -> bytes:
         return body
     problem["instance"] = path
     return json.dumps(problem).encode()
-
-
-class _Slot:
-    """Stage 4 as a context manager: the 503 and span details of a full bulkhead."""
-
-    def __init__(self, pipeline: Pipeline, bulkhead: Bulkhead, call: Call) -> None:
-        self.bulkhead = bulkhead
-        self.call = call
-        self.pipeline = pipeline
-        self._held = None
-
-    def __enter__(self) -> None:
-        try:
-            self._held = self.bulkhead.slot(self.call.deadline.remaining(), self.call.key_name)
-            waited = self._held.__enter__()
-        except BulkheadFull as exc:
-            metrics.BULKHEAD_REJECTIONS.labels(self.bulkhead.upstream).inc()
-            self.call.span.add_event("gateway.bulkhead_rejected")
-            raise self.pipeline._problem(
-                self.call,
-                503,
-                "Bulkhead Full",
-                f"{exc}; retry shortly",
-                slug="bulkhead-full",
-                headers={"Retry-After": "1"},
-            ) from None
-        if waited:
-            self.call.span.set_attribute("gateway.bulkhead.wait_ms", round(waited * 1000, 3))
-
-    def __exit__(self, *exc_info: object) -> None:
-        assert self._held is not None
-        self._held.__exit__(*exc_info)
-
-
-class _NoSlot:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc_info: object) -> None:
-        return None
-
-
-_NO_SLOT = _NoSlot()
