@@ -59,6 +59,26 @@ def request_id(environ: dict[str, Any]) -> str:
     return uuid.uuid4().hex
 
 
+# A refused body is read and dropped, up to this much, before the answer goes out: a
+# server that closes a socket with input still unread resets the connection, and the
+# client, still sending, then sees a broken pipe instead of the 413 naming its mistake.
+DRAIN_MAX_BYTES = 8 * 1024 * 1024
+
+
+def drain_refused_body(environ: dict[str, Any]) -> None:
+    """Read what is left of a refused request's body (declared up to DRAIN_MAX_BYTES)."""
+    declared = environ.get("CONTENT_LENGTH") or ""
+    chunked = "chunked" in environ.get("HTTP_TRANSFER_ENCODING", "").lower()
+    if not chunked and (not declared.isdigit() or int(declared) > DRAIN_MAX_BYTES):
+        return  # nothing to read, or more than is worth reading: the connection closes
+    stream, left = environ.get("wsgi.input"), DRAIN_MAX_BYTES
+    while stream is not None and left > 0:
+        chunk = stream.read(min(64 * 1024, left))
+        if not chunk:
+            break
+        left -= len(chunk)
+
+
 class InboundObserver:
     """Wraps a WSGI app with tracing, metrics, request ids and access logs."""
 
@@ -104,6 +124,8 @@ class InboundObserver:
                 span.update_name(f"{method} {route}")
                 span.set_attribute("http.route", route)
             span.set_attribute("http.response.status_code", status)
+            if status == 413:
+                drain_refused_body(environ)
             if status >= 500:
                 span.set_status(Status(StatusCode.ERROR))
             elapsed = self._measure(environ, method, started, outcome)

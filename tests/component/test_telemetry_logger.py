@@ -137,6 +137,16 @@ def test_malformed_batches_are_problems(logger: Logger, body, content_type, stat
     assert logger.stats()["samples"] == 0
 
 
+def test_a_client_still_sending_a_refused_body_gets_the_413(logger: Logger) -> None:
+    """The refused body is read to its end before the connection closes: closing on unread
+    input resets the connection, and the sender would see a broken pipe, not the 413."""
+    body = b"[" + b"0," * 3_900_000 + b"0]"  # 7.8 MB, far over the route's 64 KiB
+    for _ in range(5):
+        reply = logger.post(body)
+        assert reply.status == 413, reply.body
+        assert reply.json()["type"].endswith("/content-too-large")
+
+
 def test_a_retried_batch_is_stored_once(logger: Logger) -> None:
     first = logger.post(batch(3), key="batch-0001")
     again = logger.post(batch(3), key="batch-0001")
