@@ -8,7 +8,7 @@ export PYTHONPATH := $(CURDIR)
 
 .DEFAULT_GOAL := help
 .PHONY: help venv tools up down status simulator test lint format lock bench load load-ui previews chaos \
-	images k8s-tools k8s-check k8s-golden k8s-node-tools k8s-up k8s-down k8s-e2e
+	images k8s-tools k8s-check k8s-golden k8s-node-tools k8s-up k8s-down k8s-install k8s-forward k8s-e2e
 
 help: ## list the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -94,5 +94,11 @@ k8s-up: venv k8s-node-tools ## start a single-node Kubernetes sealed in a networ
 k8s-down: ## stop that cluster and remove everything k8s-up created
 	@$(PY) -m deploy.cluster down
 
-k8s-e2e: venv tools images k8s-node-tools ## the Kubernetes tests alone: cluster lifecycle, network seal (root)
+k8s-install: venv images ## the chart on that cluster: images imported, helm install --wait, simulator mode
+	@$(PY) -m deploy.cluster install
+
+k8s-forward: venv ## loopback port-forwards to the release's gateway, Prometheus, Jaeger... until Ctrl-C
+	@$(PY) -m deploy.cluster forward
+
+k8s-e2e: venv tools images k8s-node-tools ## the Kubernetes tests alone: cluster, seal, the chart under traffic, rollouts, chaos (root)
 	@$(VENV)/bin/pytest tests/kubernetes

@@ -1,9 +1,12 @@
-"""The single-node Kubernetes of ``make k8s-up``: how long a cold start and a stop take, and
-what the node's own processes hold in memory once idle (CoreDNS against its request and limit).
+"""The single-node Kubernetes of ``make k8s-up``: how long a cold start and a stop take, what
+the node's own processes hold in memory once idle (CoreDNS against its request and limit), how
+long ``make k8s-install`` takes, and what each of the release's pods holds against its memory
+request and limit.
 
 Each repeat is a whole cycle on a machine with nothing of the cluster left from before:
 ``make k8s-up`` (namespace, certificates, every daemon waited for, CoreDNS answering) then
-``make k8s-down``. Needs root, like the cluster.
+``make k8s-down``; the first cycle also installs the chart (images imported into the fresh
+containerd, ``helm install --wait``) and measures its pods idle. Needs root, like the cluster.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ from pathlib import Path
 
 from bench.bench_footprint import memory_kib, tree
 from bench.report import BenchContext, Section, median
-from deploy.cluster import layout, lifecycle
+from deploy.cluster import layout, lifecycle, release
 from servoscope.settings import REPO_ROOT
 
 
@@ -30,24 +33,35 @@ def _rss_mib(pids: list[int]) -> float:
     return sum(memory_kib(pid)[0] for pid in pids) / 1024
 
 
-def _coredns() -> tuple[float, str, str]:
-    """CoreDNS's RSS (every process in its pod's cgroup), its memory request and limit."""
-    selector = ("-n", "kube-system", "get", "pods", "-l", "k8s-app=kube-dns", "-o", "json")
-    pod = json.loads(lifecycle.kubectl(*selector).stdout)["items"][0]
-    resources = pod["spec"]["containers"][0]["resources"]
+def _pods_rss(namespace: str, selector: str) -> list[tuple[str, float, str, str]]:
+    """Each pod's RSS (every process in its cgroup), with its first container's memory
+    request and limit: (component, MiB, request, limit)."""
+    listed = ("-n", namespace, "get", "pods", "-l", selector, "-o", "json")
+    found = []
     # The kubelet's cgroupfs driver names a pod's cgroup pod<uid>, under its QoS class.
     memory = Path("/sys/fs/cgroup/memory", layout.CGROUP_ROOT.strip("/"))
-    pids = set()
-    for procs in memory.rglob("cgroup.procs"):
-        if f"pod{pod['metadata']['uid']}" in str(procs):
-            pids.update(int(p) for p in procs.read_text().split())
-    return _rss_mib(sorted(pids)), resources["requests"]["memory"], resources["limits"]["memory"]
+    every = list(memory.rglob("cgroup.procs"))
+    for pod in json.loads(lifecycle.kubectl(*listed).stdout)["items"]:
+        resources = pod["spec"]["containers"][0]["resources"]
+        pids = set()
+        for procs in every:
+            if f"pod{pod['metadata']['uid']}" in str(procs):
+                pids.update(int(p) for p in procs.read_text().split())
+        labels = pod["metadata"]["labels"]
+        name = labels.get("app.kubernetes.io/component") or labels.get("k8s-app", "?")
+        found.append(
+            (name, _rss_mib(sorted(pids)), resources["requests"]["memory"],
+             resources["limits"]["memory"])
+        )  # fmt: skip
+    return sorted(found)
 
 
 def run(ctx: BenchContext) -> Section:
     if lifecycle.running():
         raise RuntimeError("a cluster is running: make k8s-down first")
-    ups, downs, daemons, coredns = [], [], {}, (0.0, "", "")
+    ups, downs, daemons, install_s = [], [], {}, 0.0
+    coredns: list[tuple[str, float, str, str]] = []
+    pods: list[tuple[str, float, str, str]] = []
     for repeat in range(ctx.repeats):
         ups.append(_make("k8s-up"))
         ctx.say(f"cold start {repeat + 1}: {ups[-1]:.1f} s")
@@ -56,16 +70,34 @@ def run(ctx: BenchContext) -> Section:
             for daemon in lifecycle.daemons():
                 pid = int(daemon.pid_file.read_text())
                 daemons[daemon.name] = _rss_mib(tree(pid))
-            coredns = _coredns()
+            coredns = _pods_rss("kube-system", "k8s-app=kube-dns")
+            install_s = _make("k8s-install")
+            ctx.say(f"make k8s-install: {install_s:.1f} s")
+            time.sleep(20)
+            pods = _pods_rss(release.NAMESPACE, f"app.kubernetes.io/instance={release.RELEASE}")
         downs.append(_make("k8s-down"))
     rows: list[list[object]] = [
         ["`make k8s-up` (cold start, until node Ready and DNS answers): s", f"{median(ups):.1f}"],
         ["`make k8s-down` (every process stopped, host restored): s", f"{median(downs):.1f}"],
     ]
     rows += [[f"{name}: RSS MiB", f"{rss:.0f}"] for name, rss in daemons.items()]
-    rss, request, limit = coredns
-    rows.append([f"CoreDNS pod: RSS MiB (request {request}, limit {limit})", f"{rss:.0f}"])
-    rows.append(["**node total**: RSS MiB", f"**{sum(daemons.values()) + rss:.0f}**"])
+    rows += [
+        [f"CoreDNS pod: RSS MiB (request {request}, limit {limit})", f"{rss:.0f}"]
+        for _, rss, request, limit in coredns
+    ]
+    node = sum(daemons.values()) + sum(rss for _, rss, _, _ in coredns)
+    rows.append(["**node total**: RSS MiB", f"**{node:.0f}**"])
+    rows.append(
+        [
+            "`make k8s-install` (images into containerd, `helm install --wait`): s",
+            f"{install_s:.1f}",
+        ]
+    )
+    rows += [
+        [f"{name} pod: RSS MiB (request {request}, limit {limit})", f"{rss:.0f}"]
+        for name, rss, request, limit in pods
+    ]
+    rows.append(["**release total**: RSS MiB", f"**{sum(rss for _, rss, _, _ in pods):.0f}**"])
     return Section(
         "Kubernetes: the single-node cluster of make k8s-up",
         ["what", "figure"],
@@ -75,5 +107,8 @@ def run(ctx: BenchContext) -> Section:
             "first cycle, summed over each daemon's process tree (containerd with its shims).",
             "The cluster runs in its own network namespace; the figures include creating it, "
             "the certificates and the configuration, and (k8s-down) removing all of it.",
+            "`make k8s-install` once, in the first cycle, on a fresh containerd: it imports every "
+            "image of the chart from podman, then `helm install --wait` with the offline and "
+            "simulator values; each pod's RSS 20 s after, idle, summed over its cgroup.",
         ],
     )

@@ -197,41 +197,56 @@ def run_one(experiment: Experiment, protected: bool, results: Path) -> Outcome:
     started = time.time()
     settings = stack_settings(experiment, protected)
     stack = start_stack(work / "run", SERVOSCOPE_GATEWAY_ROUTES_FILE=str(routes_file), **settings)
-    journal = results / f"{label}.journal.json"
-    traces: dict[str, str] = {}
     try:
-        with (results / f"{label}.log").open("w") as log:
-            subprocess.run(
-                [
-                    str(CHAOS),
-                    "--no-log-file",
-                    "run",
-                    "--rollback-strategy",
-                    "always",
-                    "--journal-path",
-                    str(journal),
-                    str(experiment.path),
-                ],
-                cwd=REPO_ROOT,
-                env=chaos_env(stack),
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                timeout=experiment.run_timeout_s,
-                check=False,
-            )
-        traces = {
-            "rejected": _trace_id(stack, experiment.trace_route, experiment.rejected, started),
-            "recovered": _trace_id(stack, experiment.trace_route, "200", time.time() - 5),
-        }
-        # The stack goes away; its two telling traces stay with the journal.
-        kept = {
-            kind: http("GET", f"{stack.url('jaeger_ui')}/api/traces/{trace_id}").json()
-            for kind, trace_id in traces.items()
-            if trace_id
-        }
-        (results / f"{label}.traces.json").write_text(json.dumps(kept, indent=1))
+        return run_on(stack, experiment, protected, results, started=started)
     finally:
         stack.make("down")
+
+
+def run_on(
+    stack: Stack,
+    experiment: Experiment,
+    protected: bool,
+    results: Path,
+    env: dict[str, str] | None = None,
+    started: float | None = None,
+) -> Outcome:
+    """Runs ``chaos run`` for one experiment on a running stack (``env`` on top of
+    :func:`chaos_env`), keeps its two telling traces, and judges its journal."""
+    label = f"{experiment.name}-{'protected' if protected else 'control'}"
+    started = time.time() if started is None else started
+    journal = results / f"{label}.journal.json"
+    traces: dict[str, str] = {}
+    with (results / f"{label}.log").open("w") as log:
+        subprocess.run(
+            [
+                str(CHAOS),
+                "--no-log-file",
+                "run",
+                "--rollback-strategy",
+                "always",
+                "--journal-path",
+                str(journal),
+                str(experiment.path),
+            ],
+            cwd=REPO_ROOT,
+            env={**chaos_env(stack), **(env or {})},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            timeout=experiment.run_timeout_s,
+            check=False,
+        )
+    traces = {
+        "rejected": _trace_id(stack, experiment.trace_route, experiment.rejected, started),
+        "recovered": _trace_id(stack, experiment.trace_route, "200", time.time() - 5),
+    }
+    # The stack goes away; its two telling traces stay with the journal.
+    kept = {
+        kind: http("GET", f"{stack.url('jaeger_ui')}/api/traces/{trace_id}").json()
+        for kind, trace_id in traces.items()
+        if trace_id
+    }
+    (results / f"{label}.traces.json").write_text(json.dumps(kept, indent=1))
     judgement = judge_file(journal) if journal.exists() else Judgement(experiment.title)
     if not journal.exists():
         judgement.reasons.append(f"no journal written; see {label}.log")

@@ -1,10 +1,12 @@
-"""python -m deploy.cluster up|down|status (make k8s-up, make k8s-down)."""
+"""python -m deploy.cluster up|down|status|install|uninstall|forward (make k8s-up, k8s-down...)."""
 
 from __future__ import annotations
 
 import sys
 
-from deploy.cluster import lifecycle
+from deploy.cluster import lifecycle, release
+
+USAGE = "usage: python -m deploy.cluster up|down|status|install|uninstall|forward"
 
 
 def main(argv: list[str]) -> int:
@@ -18,10 +20,19 @@ def main(argv: list[str]) -> int:
             return 0
         if command == "status":
             return lifecycle.status()
+        if command == "install":
+            release.install()
+            return 0
+        if command == "uninstall":
+            release.uninstall()
+            return 0
+        if command == "forward":
+            release.serve_forwards()
+            return 0
     except lifecycle.ClusterError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    print("usage: python -m deploy.cluster up|down|status", file=sys.stderr)
+    print(USAGE, file=sys.stderr)
     return 2
 
 

@@ -14,8 +14,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from deploy.cluster import lifecycle
-from servoscope.settings import REPO_ROOT
+from deploy.cluster import lifecycle, release
+from servoscope.settings import REPO_ROOT, env_name, load
+from stack.ephemeral import Stack
 
 REQUIRE = "SERVOSCOPE_REQUIRE_K8S"
 # Not yet passing, so kept out of make test: the plugin registers and the pods run, but both
@@ -58,11 +59,37 @@ def make(target: str, timeout: float = 1800) -> subprocess.CompletedProcess[str]
 
 @pytest.fixture(scope="session")
 def cluster() -> Iterator[None]:
-    """One running cluster for the session; stopped (make k8s-down) at its end."""
+    """One running cluster for the session; stopped (make k8s-down) at its end, unless
+    SERVOSCOPE_K8S_KEEP=1 (while working on these tests: the next run reuses it)."""
     require_root()
     make("k8s-up")
     yield
-    make("k8s-down")
+    if os.environ.get("SERVOSCOPE_K8S_KEEP") != "1":
+        make("k8s-down")
+
+
+@pytest.fixture(scope="session")
+def installed(cluster: None) -> str:
+    """The chart installed once per session with the README's ``make k8s-install`` (offline +
+    simulator values); what it printed (the seconds the import and the install took)."""
+    return make("k8s-install", timeout=release.INSTALL_TIMEOUT_S + 300).stdout
+
+
+@pytest.fixture(scope="session")
+def k8s_stack(installed: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    """The release seen as the local stack is: a :class:`Stack` whose gateway, Prometheus,
+    Jaeger and simulator URLs are loopback port-forwards into the cluster's Services, so the
+    system tests' checks run on it unchanged."""
+    forwards = release.forwards()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SERVOSCOPE_")}
+    for name, forward in forwards.items():
+        env[env_name("ports", name)] = str(forward.port)
+        forward.__enter__()
+    try:
+        yield Stack(load(env), env, tmp_path_factory.mktemp("k8s-stack"))
+    finally:
+        for forward in forwards.values():
+            forward.close()
 
 
 def kubectl(*args: str, check: bool = True, timeout: float = 180) -> str:

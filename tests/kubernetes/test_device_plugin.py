@@ -34,6 +34,7 @@ def stand_in() -> Iterator[Path]:
     device = directory / "ttyACM0"
     os.mknod(device, 0o660 | stat.S_IFCHR, fuse.st_rdev)
     os.chown(device, 0, DIALOUT_GID)
+    device.chmod(0o660)  # mknod's mode went through the umask (0640: the group could not write)
     directory.chmod(0o755)
     yield device
     device.unlink()
@@ -99,16 +100,22 @@ def plugin(cluster: None, stand_in: Path) -> Iterator[str]:
         ).replace('"restartPolicy": "Never"', '"restartPolicy": "Always"')
     )
     kubectl("-n", NAMESPACE, "wait", "pod/device-plugin", "--for=condition=Ready", "--timeout=60s")
+    _wait_for_allocatable()  # a pod asking for the resource before then is refused admission
     yield image
     kubectl("delete", "namespace", NAMESPACE, "--wait=true", "--timeout=60s", check=False)
 
 
-def test_node_advertises_one_maestro(plugin: str) -> None:
-    deadline, allocatable = time.monotonic() + 30, {}
+def _wait_for_allocatable(timeout_s: float = 30) -> dict[str, str]:
+    deadline, allocatable = time.monotonic() + timeout_s, {}
     while allocatable.get(RESOURCE) != "1" and time.monotonic() < deadline:
         node = json.loads(kubectl("get", "node", layout.NODE_NAME, "-o", "json"))
         allocatable = node["status"]["allocatable"]
         time.sleep(1)  # the kubelet reports a new resource with its next node status
+    return allocatable
+
+
+def test_node_advertises_one_maestro(plugin: str) -> None:
+    allocatable = _wait_for_allocatable()
     assert allocatable.get(RESOURCE) == "1", allocatable
 
 

@@ -13,6 +13,10 @@ from chaos import runner
 from chaos.journal import Judgement
 
 ALL = runner.experiments()
+# Run by tests/kubernetes on the chart's release, not by the local suite.
+ON_KUBERNETES = [
+    runner.load(p) for p in sorted((runner.EXPERIMENTS_DIR / "kubernetes").glob("*.yaml"))
+]
 
 
 def test_the_suite_covers_the_eight_faults() -> None:
@@ -28,7 +32,7 @@ def test_the_suite_covers_the_eight_faults() -> None:
     }
 
 
-@pytest.mark.parametrize("experiment", ALL, ids=lambda e: e.name)
+@pytest.mark.parametrize("experiment", ALL + ON_KUBERNETES, ids=lambda e: e.name)
 def test_each_experiment_is_valid_chaos_toolkit_and_says_what_it_proves(
     experiment, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -179,3 +179,9 @@ spec:
     - {name: {{ .name }}, port: {{ .port }}, targetPort: {{ .target | default .name }}, protocol: TCP}
     {{- end }}
 {{- end -}}
+
+{{/* The gateway's route table: gateway.routes when given (a whole routes.yaml, e.g.
+     helm --set-file gateway.routes=my-routes.yaml), else the repo's gateway/routes.yaml. */}}
+{{- define "servoscope.routes" -}}
+{{- .Values.gateway.routes | default (.Files.Get "files/routes.yaml") -}}
+{{- end -}}

@@ -1,0 +1,74 @@
+"""Chaos on Kubernetes: the servo controller's pod killed under load (Chaos Toolkit,
+chaos/experiments/kubernetes/servo-pod-kill.yaml), judged from its journal by the local
+suite's own runner and judge, with a control run whose gateway has its breaker off.
+
+Each run starts from a fresh simulator (its log of targets is what proves no command was
+applied twice). The control run's route table is the local suite's (``route_table`` with the
+breaker off), handed to the chart with ``--set-file gateway.routes``: the gateway rolls.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from chaos import runner
+from deploy.cluster import release
+from stack.ephemeral import Stack, wait_for
+from tests.kubernetes.conftest import kubectl
+
+pytestmark = pytest.mark.timeout(600)
+
+EXPERIMENT = runner.load(runner.EXPERIMENTS_DIR / "kubernetes" / "servo-pod-kill.yaml")
+SIMULATOR = f"deployment/{release.service('simulator')}"
+K8S_ENV = {
+    "CHAOS_K8S_NAMESPACE": release.NAMESPACE,
+    "CHAOS_K8S_SERVO_SELECTOR": "app.kubernetes.io/component=servo-controller",
+    "CHAOS_K8S_SERVO_NODE_LABEL": release.SERVO_BUS_LABEL,
+}
+
+
+def fresh_simulator(stack: Stack) -> None:
+    kubectl("-n", release.NAMESPACE, "rollout", "restart", SIMULATOR)
+    kubectl("-n", release.NAMESPACE, "rollout", "status", SIMULATOR, "--timeout=90s", timeout=100)
+    wait_for(
+        lambda: stack.api("GET", "/api/servo/status").status == 200,
+        timeout=60, interval=0.5, message="the servo controller on the new simulator",
+    )  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def outcomes(k8s_stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> list[runner.Outcome]:
+    results = tmp_path_factory.mktemp("chaos-k8s")
+    fresh_simulator(k8s_stack)
+    protected = runner.run_on(k8s_stack, EXPERIMENT, True, results, env=K8S_ENV)
+    routes = results / "control-routes.yaml"
+    routes.write_text(yaml.safe_dump(runner.route_table(EXPERIMENT, protected=False)))
+    # The release keeps this table for the rest of the session: nothing after needs the breaker.
+    release.install(release.OFFLINE_VALUES, "--set-file", f"gateway.routes={routes}")
+    fresh_simulator(k8s_stack)
+    control = runner.run_on(k8s_stack, EXPERIMENT, False, results, env=K8S_ENV)
+    (results / "summary.md").write_text(runner.summary([protected, control]))
+    return [protected, control]
+
+
+def _explain(outcome: runner.Outcome) -> str:
+    log = Path(str(outcome.journal).replace(".journal.json", ".log"))
+    tail = log.read_text()[-3000:] if log.exists() else ""
+    return f"{outcome.judgement.reasons}\njournal: {outcome.journal}\n{tail}"
+
+
+def test_the_servo_routes_fail_fast_while_the_pod_is_gone_and_recover(
+    outcomes: list[runner.Outcome],
+) -> None:
+    protected = outcomes[0]
+    assert protected.judgement.passed, _explain(protected)
+    assert protected.recovery_s is not None and protected.recovery_s <= 8
+
+
+def test_without_the_breaker_the_same_kill_breaks_the_hypothesis(
+    outcomes: list[runner.Outcome],
+) -> None:
+    assert runner.verdict(outcomes) == [], [_explain(o) for o in outcomes]
