@@ -77,6 +77,12 @@ def install(values: tuple[Path, ...] = OFFLINE_VALUES, *extra: str) -> float:
         "--create-namespace", "--wait", f"--timeout={INSTALL_TIMEOUT_S}s",
         *_values_args(values), *extra, timeout=INSTALL_TIMEOUT_S + 30,
     )  # fmt: skip
+    # helm's --wait has been seen returning while an upgrade's new pods were still rolling in.
+    lifecycle.kubectl(
+        "-n", NAMESPACE, "rollout", "status", "deployment,daemonset,statefulset",
+        "-l", f"app.kubernetes.io/instance={RELEASE}", f"--timeout={INSTALL_TIMEOUT_S}s",
+        timeout=INSTALL_TIMEOUT_S + 30,
+    )  # fmt: skip
     done = time.monotonic()
     say(
         f"release {RELEASE} ready in namespace {NAMESPACE}: images imported in "

@@ -18,8 +18,9 @@ Everything goes through pybreaker's public interface: a storage subclass
 (:class:`FailoverStorage`: Redis while it is up, so all workers share one breaker, this
 process's memory otherwise), listeners for the metrics, ``current_state``, ``call``,
 ``open()``, ``close()`` and ``half_open()``. Half-open admits at most
-``half_open_probes`` calls per opening, counted in the same storage, so the bound holds
-across workers too.
+``half_open_probes`` calls per reset period of an opening, counted in the same storage, so
+the bound holds across workers too, and a probe that never reports back (its worker or pod
+died mid-call) holds the breaker half-open for one period at most.
 
 In shared state a caller may pass the view of the breaker's Redis hash it already read
 (the gateway reads it with the rate limit, in one script: :mod:`gateway.sharedtrip`):
@@ -123,7 +124,7 @@ class FailoverStorage(pybreaker.CircuitBreakerStorage):
         self.shared = shared
         self.clock = clock
         self.local = pybreaker.CircuitMemoryStorage(CLOSED)
-        self.local_probes: dict[float, int] = {}
+        self.local_probes: dict[tuple[float, int], int] = {}
         self.probe_lock = threading.Lock()
         self.seen = threading.local()  # .view (BreakerView) and .queued, inside seeing()
 
@@ -217,13 +218,17 @@ class FailoverStorage(pybreaker.CircuitBreakerStorage):
         self.local.opened_at = datetime.fromtimestamp(stamp, UTC)
         self._write("opened_at", stamp)
 
-    def acquire_probe(self, limit: int) -> bool:
-        """Take one of the ``limit`` half-open probes of the current opening."""
+    def acquire_probe(self, limit: int, period_s: float) -> bool:
+        """Take one of the ``limit`` half-open probes of the current opening's current
+        period. Each ``period_s`` (the reset time) brings ``limit`` more: a probe whose
+        outcome never comes back (its worker or pod died mid-call, or the call was not
+        counted) must not hold the breaker half-open, refusing everything, for good."""
         opened = self.opened_at
         stamp = opened.timestamp() if opened else 0.0
+        period = int(max(0.0, self.clock.time() - stamp) // period_s) if opened else 0
 
         def shared(r: redis.Redis) -> bool:
-            key = f"{self.key}:probes:{stamp}"
+            key = f"{self.key}:probes:{stamp}:{period}"
             pipe = r.pipeline(transaction=False)
             pipe.incr(key)
             pipe.expire(key, REDIS_TTL_S)
@@ -231,8 +236,8 @@ class FailoverStorage(pybreaker.CircuitBreakerStorage):
 
         def local() -> bool:
             with self.probe_lock:
-                taken = self.local_probes.get(stamp, 0)
-                self.local_probes = {stamp: taken + 1}  # older openings are done with
+                taken = self.local_probes.get((stamp, period), 0)
+                self.local_probes = {(stamp, period): taken + 1}  # older periods are done with
                 return taken < limit
 
         return self.shared.choose(shared, local)
@@ -368,7 +373,9 @@ class Breaker:
                     self.machine.half_open()
                     state = HALF_OPEN
         self.gauge.set(STATE_VALUES[state])
-        if state == HALF_OPEN and not self.storage.acquire_probe(self.options.half_open_probes):
+        if state == HALF_OPEN and not self.storage.acquire_probe(
+            self.options.half_open_probes, self.options.reset_s
+        ):
             raise BreakerOpen(max(1.0, self.options.reset_s / 2), HALF_OPEN)
         return state
 

@@ -104,6 +104,24 @@ def test_opens_after_failures_then_admits_bounded_probes_and_closes() -> None:
     assert transitions("i:probes", "half-open", "closed") == 1
 
 
+def test_a_probe_that_never_reports_back_does_not_hold_the_breaker_half_open() -> None:
+    # A gateway pod killed (or a call not counted) mid-probe never records the probe's
+    # outcome: the next reset period admits a new probe, and its success closes.
+    clock = ManualClock()
+    guard = breaker("i:lost-probe", clock, failures=1, reset_s=5.0)
+    guard.admit()
+    guard.record(False)
+    clock.advance(5.0)
+    assert guard.admit() == "half-open"  # the probe that never reports
+    clock.advance(4.9)
+    with pytest.raises(BreakerOpen):
+        guard.admit()
+    clock.advance(0.2)  # the next reset period of the same opening
+    assert guard.admit() == "half-open"
+    guard.record(True)
+    assert guard.state == "closed"
+
+
 def test_a_failed_probe_opens_it_again_for_a_whole_reset_time() -> None:
     clock = ManualClock()
     guard = breaker("i:reopen", clock, failures=1, reset_s=5.0)
