@@ -19,11 +19,6 @@ from servoscope.settings import REPO_ROOT, env_name, load
 from stack.ephemeral import Stack
 
 REQUIRE = "SERVOSCOPE_REQUIRE_K8S"
-# Not yet passing, so kept out of make test: the plugin registers and the pods run, but both
-# probe pods get EACCES opening the stand-in device (expected: opens with the plugin, EPERM
-# from the device cgroup as a hostPath), and the node's allocatable did not yet show the
-# resource when first read. Run it alone with: pytest tests/kubernetes/test_device_plugin.py
-collect_ignore = ["test_device_plugin.py"]
 
 
 def require_root() -> None:
