@@ -3,36 +3,32 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 
 from deploy.cluster import lifecycle, release
 
-USAGE = "usage: python -m deploy.cluster up|down|status|install|uninstall|forward"
+# Each command returns nothing (it succeeded) or raises ClusterError; status has its own code.
+COMMANDS: dict[str, Callable[[], object]] = {
+    "up": lifecycle.up,
+    "down": lifecycle.down,
+    "install": release.install,
+    "uninstall": release.uninstall,
+    "forward": release.serve_forwards,
+}
 
 
 def main(argv: list[str]) -> int:
     command = argv[0] if argv else ""
     try:
-        if command == "up":
-            lifecycle.up()
-            return 0
-        if command == "down":
-            lifecycle.down()
-            return 0
         if command == "status":
             return lifecycle.status()
-        if command == "install":
-            release.install()
-            return 0
-        if command == "uninstall":
-            release.uninstall()
-            return 0
-        if command == "forward":
-            release.serve_forwards()
+        if command in COMMANDS:
+            COMMANDS[command]()
             return 0
     except lifecycle.ClusterError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    print(USAGE, file=sys.stderr)
+    print(f"usage: python -m deploy.cluster {'|'.join(['status', *COMMANDS])}", file=sys.stderr)
     return 2
 
 
