@@ -1,10 +1,11 @@
-"""The chart on the running cluster: ``python -m deploy.cluster install|uninstall``.
+"""The chart on the running cluster: ``python -m deploy.cluster install|uninstall|forward``.
 
 ``install`` labels the node as the one with the servo bus, moves every image the chart names
 from podman into the node's containerd (no registry is reachable), and runs
 ``helm upgrade --install --wait`` with the offline and simulator values: the gateway with two
 replicas sharing its state in Redis, the Maestro simulator in a pod of its own. Helm and
-kubectl run inside the cluster's namespace, where the API server's address is.
+kubectl run inside the cluster's namespace, where the API server's address is. ``forward``
+(make k8s-forward) relays loopback ports to the release's Services until Ctrl-C.
 """
 
 from __future__ import annotations
