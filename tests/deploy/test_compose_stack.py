@@ -154,8 +154,14 @@ def test_the_readme_curl_lines_through_the_gateway(stack: ComposeStack) -> None:
         lambda: stack.get("http://127.0.0.1:8080/readyz", key)[0] == 200,
         timeout=90, interval=1, message="the gateway ready in compose",
     )  # fmt: skip
+
+    def servo_state() -> str:
+        # /status answers 200 in every state: "connecting" still refuses commands (503).
+        status, body = stack.get("http://127.0.0.1:8080/api/servo/status", key)
+        return json.loads(body).get("state", "") if status == 200 else ""
+
     wait_for(
-        lambda: stack.get("http://127.0.0.1:8080/api/servo/status", key)[0] == 200,
+        lambda: servo_state() == "active",
         timeout=60, interval=1, message="the servo controller connected over RFC 2217",
     )  # fmt: skip
     check_readme_curl_commands(
