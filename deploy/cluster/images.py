@@ -43,12 +43,17 @@ def podman(*args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
+def pinned(name: str) -> str:
+    """A setting of tools/versions.env, the one place external versions are pinned."""
+    for line in (REPO_ROOT / "tools" / "versions.env").read_text().splitlines():
+        if line.startswith(f"{name}="):
+            return line.split("=", 1)[1].strip('"')
+    raise RuntimeError(f"tools/versions.env has no {name}")
+
+
 def base_image() -> str:
     """The project's Debian base image (tools/containers.sh makes it; BASE_IMAGE pins it)."""
-    for line in (REPO_ROOT / "tools" / "versions.env").read_text().splitlines():
-        if line.startswith("BASE_IMAGE="):
-            return line.split("=", 1)[1].strip('"')
-    raise RuntimeError("tools/versions.env has no BASE_IMAGE")
+    return pinned("BASE_IMAGE")
 
 
 def exists(image: str) -> bool:

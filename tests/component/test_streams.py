@@ -5,7 +5,7 @@ left pending, and store each entry once."""
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
 import pytest
@@ -58,6 +58,18 @@ def sample(seq: int, channel: int = 0) -> dict:
         "target_angle": 1.0,
         "ts": time.time(),
     }
+
+
+def publish_samples(port: int, seqs: Iterable[int]) -> None:
+    publisher = StreamPublisher(url(port), streams.SAMPLES, FAST)
+    for seq in seqs:
+        publisher.publish(sample(seq), traced=False)
+    assert publisher.flush_once()
+
+
+def store_fails(stream: str, entries: Sequence[Entry]) -> None:
+    """A consumer's handler whose store is gone: it reads, cannot write, acks nothing."""
+    raise RuntimeError("the disk is gone")
 
 
 def test_the_publisher_buffers_while_redis_is_away_and_flushes_in_order_when_it_returns() -> None:
@@ -119,16 +131,10 @@ def test_a_consumer_acknowledges_only_after_the_write_and_a_dead_ones_entries_ar
 ) -> None:
     store = SqliteStore(tmp_path / "t.sqlite3")
     redis_client = client(broker.port)
-    publisher = StreamPublisher(url(broker.port), streams.SAMPLES, FAST)
-    for seq in range(300):
-        publisher.publish(sample(seq), traced=False)
-    assert publisher.flush_once()
+    publish_samples(broker.port, range(300))
 
     # A consumer whose store fails: it reads, cannot write, acknowledges nothing.
-    def failing(stream: str, entries: Sequence[Entry]) -> None:
-        raise RuntimeError("the disk is gone")
-
-    broken = StreamConsumer(url(broker.port), [streams.SAMPLES], FAST, failing, _metrics(), "a")
+    broken = StreamConsumer(url(broker.port), [streams.SAMPLES], FAST, store_fails, _metrics(), "a")
     broken.ensure_group()
     with pytest.raises(RuntimeError):
         broken.consume_once()
@@ -155,29 +161,22 @@ def test_a_consumer_acknowledges_only_after_the_write_and_a_dead_ones_entries_ar
 
 
 def test_departed_consumers_leave_the_group_once_nothing_is_pending_on_them(
-    broker: Redis, tmp_path: Path
+    broker: Redis,
 ) -> None:
     """Each logger process is a consumer of its own name: restarts must not pile up."""
     redis_client = client(broker.port)
-    publisher = StreamPublisher(url(broker.port), streams.SAMPLES, FAST)
-    for seq in range(10):
-        publisher.publish(sample(seq), traced=False)
-    assert publisher.flush_once()
-
-    def failing(stream: str, entries: Sequence[Entry]) -> None:
-        raise RuntimeError("killed before the write")
+    publish_samples(broker.port, range(10))
 
     def consumer(name: str, handler=lambda stream, entries: None) -> StreamConsumer:
         made = StreamConsumer(url(broker.port), [streams.SAMPLES], FAST, handler, _metrics(), name)
         made.ensure_group()
         return made
 
-    holding = consumer("died-holding-entries", failing)
+    holding = consumer("died-holding-entries", store_fails)
     with pytest.raises(RuntimeError):
         holding.consume_once()
     done = consumer("exited-clean")
-    publisher.publish(sample(10), traced=False)
-    assert publisher.flush_once()
+    publish_samples(broker.port, [10])
     assert done.consume_once() == 1
 
     def names() -> set[str]:

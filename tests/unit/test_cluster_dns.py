@@ -3,17 +3,11 @@
 
 from __future__ import annotations
 
-import re
-
-from deploy.cluster import configs
-from servoscope.settings import REPO_ROOT
+from deploy.cluster import configs, images
 
 
 def built_plugins() -> set[str]:
-    env = (REPO_ROOT / "tools" / "versions.env").read_text()
-    match = re.search(r'^COREDNS_PLUGINS="([^"]*)"', env, re.MULTILINE)
-    assert match, "tools/versions.env has no COREDNS_PLUGINS"
-    return set(match.group(1).split())
+    return set(images.pinned("COREDNS_PLUGINS").split())
 
 
 def corefile_directives() -> set[str]:
