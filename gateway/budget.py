@@ -5,6 +5,13 @@ Envoy's idea: over a sliding window of ``window_s`` seconds, retries are allowed
 load instead of a retry storm, and a quiet one can still retry a few times. Counted in
 one-second buckets, in Redis when shared (all workers spend one budget) or locally.
 tenacity has no notion of a budget, hence this small module.
+
+A request is counted when the rate limit lets it in: in shared state inside the
+request's one script (:mod:`gateway.sharedtrip`, with :meth:`RetryBudget.request_key`),
+else by :meth:`RetryBudget.record_request`. One that then ends without an attempt
+(refused as malformed, by the deadline, the bulkhead or an open breaker) is taken back
+(:meth:`RetryBudget.forget_request`), so only requests sent upstream earn retries: a
+flood refused by an open breaker must not buy a retry storm for when it closes.
 """
 
 from __future__ import annotations
@@ -15,7 +22,7 @@ import redis
 
 from gateway.policy import RetryBudgetOptions
 from servoscope.resilience.clock import SYSTEM_CLOCK, Clock
-from servoscope.resilience.sharedstate import SharedState, SharedWrite
+from servoscope.resilience.sharedstate import SharedState
 
 
 class RetryBudget:
@@ -36,14 +43,14 @@ class RetryBudget:
 
     # -- local ---------------------------------------------------------------
 
-    def _local_add(self, index: int, now: int) -> None:
+    def _local_add(self, index: int, now: int, by: int = 1) -> None:
         with self._lock:
             bucket = self._buckets.get(now)
             if bucket is None:
                 horizon = now - self.options.window_s
                 self._buckets = {s: b for s, b in self._buckets.items() if s > horizon}
                 bucket = self._buckets[now] = [0, 0]
-            bucket[index] += 1
+            bucket[index] += by
 
     def _local_totals(self, now: int) -> tuple[int, int]:
         horizon = now - self.options.window_s
@@ -53,9 +60,9 @@ class RetryBudget:
 
     # -- redis ---------------------------------------------------------------
 
-    def _redis_add(self, pipe: redis.client.Pipeline, kind: str, now: int) -> None:
+    def _redis_add(self, pipe: redis.client.Pipeline, kind: str, now: int, by: int = 1) -> None:
         key = f"{self._key}:{kind}:{now}"
-        pipe.incr(key)
+        pipe.incrby(key, by)
         pipe.expire(key, self.options.window_s + 1)
 
     def _redis_totals(self, r: redis.Redis, now: int) -> tuple[int, int]:
@@ -67,18 +74,25 @@ class RetryBudget:
 
     # -- the budget ----------------------------------------------------------
 
-    def record_request(self) -> None:
-        """Count one request (not attempt) sent to the upstream."""
-        write = self.request_write()
-        self.shared.write([write.shared], [write.local])
+    def second(self) -> int:
+        """The second a request is counted in (the wall clock's, shared by workers)."""
+        return int(self.clock.time())
 
-    def request_write(self) -> SharedWrite:
-        """:meth:`record_request` as a write that can ride in another round trip (the
-        breaker's, when the request's first attempt is counted)."""
-        now = int(self.clock.time())
-        return SharedWrite(
-            lambda pipe: self._redis_add(pipe, "req", now), lambda: self._local_add(0, now)
+    def request_key(self, second: int) -> tuple[str, int]:
+        """The Redis counter of ``second``'s requests and its time to live: what the
+        request's script increments instead of :meth:`record_request`."""
+        return f"{self._key}:req:{second}", self.options.window_s + 1
+
+    def record_request(self, second: int, by: int = 1) -> None:
+        """Count one request (not attempt) for the upstream in ``second``."""
+        self.shared.write(
+            [lambda pipe: self._redis_add(pipe, "req", second, by)],
+            [lambda: self._local_add(0, second, by)],
         )
+
+    def forget_request(self, second: int) -> None:
+        """Take back a request counted in ``second`` that was never sent upstream."""
+        self.record_request(second, by=-1)
 
     def totals(self) -> tuple[int, int]:
         now = int(self.clock.time())

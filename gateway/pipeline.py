@@ -177,8 +177,12 @@ class Pipeline:
     # -- the stages: each takes the call and the rest of the pipeline ------------
 
     def _rate_limit_stage(self, call: Call, rest: Next) -> Reply:
-        self._rate_limit(call)  # before the body is even read
-        return rest(call)
+        counted = self._rate_limit(call)  # before the body is even read
+        try:
+            return rest(call)
+        finally:
+            if call.member is None:  # no attempt was made: not a request sent upstream
+                self.budgets[call.route.upstream].forget_request(counted)
 
     def _request_stage(self, call: Call, rest: Next) -> Reply:
         self._check_request(call)
@@ -336,20 +340,24 @@ class Pipeline:
             )
         call.body = body
 
-    def _rate_limit(self, call: Call) -> None:
+    def _rate_limit(self, call: Call) -> int:
+        """Take the request from its key's allowance, or refuse it with a 429; count it
+        in its upstream's retry budget, and return the second it was counted in."""
         options, upstream = call.route.rate_limit, call.route.upstream
         breakers = (
             [m.breaker.storage.key for m in self.balancers[upstream].members]
             if self.table.upstreams[upstream].breaker.enabled and self.shared.enabled
             else []
         )
-        trip = self.trip.take(options, call.route.name, call.key_name, breakers)
+        budget = self.budgets[upstream]
+        second = budget.second()
+        counter = budget.request_key(second) if self.shared.enabled else None
+        trip = self.trip.take(options, call.route.name, call.key_name, breakers, counter)
         call.views, decision = trip.views, trip.decision
-        if decision is None:
-            return
-        call.span.set_attribute("gateway.rate_limit.remaining", decision.remaining)
-        call.headers.update(decision.headers)
-        if not decision.allowed:
+        if decision is not None:
+            call.span.set_attribute("gateway.rate_limit.remaining", decision.remaining)
+            call.headers.update(decision.headers)
+        if decision is not None and not decision.allowed:
             metrics.RATE_LIMITED.labels(call.route.name).inc()
             call.span.set_attribute("gateway.rate_limit.decision", "rejected")
             raise Problem(
@@ -360,6 +368,9 @@ class Pipeline:
                 slug="rate-limited",
                 headers=decision.headers,
             )
+        if not trip.counted:  # local state (by config, or Redis away): count it here
+            budget.record_request(second)
+        return second
 
     def _admit(self, call: Call) -> tuple[Member, str]:
         """The load balancer's first candidate whose breaker lets the call through, and
@@ -384,15 +395,11 @@ class Pipeline:
         raise refused
 
     def _record(self, call: Call, member: Member, outcome: Reply | AttemptFailed) -> None:
-        """Count the attempt in its breaker and, for the first, the request in its
-        upstream's retry budget: one round trip in shared state when all went well."""
-        first = call.attempt == 1
-        also = (self.budgets[call.route.upstream].request_write(),) if first else ()
+        """Count the attempt in its breaker; the first on the view read with the rate
+        limit, where a success after no failure writes nothing."""
         if member.breaker.options.enabled:
-            view = call.views.get(member.breaker.storage.key) if first else None
-            member.breaker.record_outcome(outcome, view, also)
-        elif also:
-            self.shared.write([w.shared for w in also], [w.local for w in also])
+            view = call.views.get(member.breaker.storage.key) if call.attempt == 1 else None
+            member.breaker.record_outcome(outcome, view)
 
     # -- answers ----------------------------------------------------------------
 

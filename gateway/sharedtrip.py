@@ -1,11 +1,13 @@
-"""A request's shared-state work before the call, in one Redis round trip.
+"""A request's shared-state work, in one Redis round trip on the healthy path.
 
 With state shared in Redis (several workers or replicas), a request takes a token from
-its rate-limit bucket and reads the breaker of every instance its upstream may be sent
-to. One Lua script does both (registered once; redis-py sends it by ``EVALSHA`` and
-loads it again on ``NOSCRIPT``), so they cost one round trip; the breaker stage then
-admits the call on those views, and the outcome is counted on them in one more round
-trip that also carries the retry budget's count (:meth:`Breaker.record_outcome`).
+its rate-limit bucket, counts itself in its upstream's retry budget and reads the
+breaker of every instance its upstream may be sent to. One Lua script does all three
+(registered once; redis-py sends it by ``EVALSHA`` and loads it again on ``NOSCRIPT``).
+The breaker stage then admits the call on those views, and a success on a view that
+showed no failure has nothing to write (:meth:`Breaker.record_outcome`): that is the
+request's only round trip. Failures, and the success that ends a run of them, write
+as they go.
 
 The bucket is the same token bucket as :class:`gateway.ratelimit.TokenBuckets`, in a
 hash ``gw:rate:<route>:<key>`` (``tokens``, ``at``), on Redis's clock (``TIME``) so that
@@ -25,9 +27,15 @@ from gateway.ratelimit import Decision, TokenBuckets, decision
 from servoscope.resilience.breaker import BREAKER_FIELDS, BreakerView
 from servoscope.resilience.sharedstate import SharedState
 
-# KEYS[1]: the bucket ('' when the route is not rate limited), KEYS[2..]: breaker hashes.
-# ARGV: capacity, tokens per second. Returns {allowed, tokens, wait_s, then the breaker
-# fields of each breaker key in BREAKER_FIELDS order ('' for an absent field)}.
+# A retry budget's request counter for this second, and its time to live in seconds
+# (:meth:`gateway.budget.RetryBudget.request_count`).
+BudgetCount = tuple[str, int]
+
+# KEYS[1]: the bucket ('' when the route is not rate limited), KEYS[2]: the retry
+# budget's request count of this second ('' when not counted here), KEYS[3..]: breaker
+# hashes. ARGV: capacity, tokens per second, the budget key's time to live (s). Returns
+# {allowed, tokens, wait_s, then the breaker fields of each breaker key in BREAKER_FIELDS
+# order ('' for an absent field)}. A request the rate limit refuses is not counted.
 SCRIPT = """
 local out = {1, '0', '0'}
 local capacity = tonumber(ARGV[1])
@@ -52,7 +60,11 @@ if KEYS[1] ~= '' then
   out[2] = string.format('%.6f', tokens)
   out[3] = string.format('%.6f', wait)
 end
-for i = 2, #KEYS do
+if KEYS[2] ~= '' and out[1] == 1 then
+  redis.call('INCR', KEYS[2])
+  redis.call('EXPIRE', KEYS[2], tonumber(ARGV[3]))
+end
+for i = 3, #KEYS do
   local fields = redis.call('HMGET', KEYS[i], 'state', 'fail', 'success', 'opened_at')
   for j = 1, 4 do out[#out + 1] = fields[j] or '' end
 end
@@ -62,15 +74,17 @@ return out
 
 @dataclass
 class Trip:
-    """What the script answered: the rate limit's decision (None: not limited) and a
-    view of each breaker's hash, by its Redis key."""
+    """What the script answered: the rate limit's decision (None: not limited), whether
+    it counted the request in the retry budget, and a view of each breaker's hash, by
+    its Redis key."""
 
     decision: Decision | None = None
+    counted: bool = False
     views: dict[str, BreakerView] = field(default_factory=dict)
 
 
 class SharedTrip:
-    """The rate limiter, and the one round trip that reads a request's shared state."""
+    """The rate limiter, and the one round trip of a request's shared state."""
 
     def __init__(self, shared: SharedState) -> None:
         self.shared = shared
@@ -78,15 +92,22 @@ class SharedTrip:
         self.script = shared.client.register_script(SCRIPT) if shared.client else None
 
     def take(
-        self, options: RateLimitOptions, route: str, key: str, breakers: Sequence[str]
+        self,
+        options: RateLimitOptions,
+        route: str,
+        key: str,
+        breakers: Sequence[str],
+        budget: BudgetCount | None = None,
     ) -> Trip:
-        """Take one request from ``key``'s allowance on ``route`` (when it is limited) and
-        read the ``breakers`` (their Redis keys), in one round trip while Redis is up."""
+        """Take one request from ``key``'s allowance on ``route`` (when it is limited),
+        count it in ``budget`` (when allowed) and read the ``breakers`` (their Redis
+        keys), in one round trip while Redis is up. With Redis away the local bucket
+        answers and the trip says it did not count the request (``counted``)."""
         script = self.script
-        if script is None or (not options.enabled and not breakers):
+        if script is None or (not options.enabled and not breakers and budget is None):
             return Trip(self._local(options, route, key))
         return self.shared.choose(
-            lambda r: self._shared(script, options, route, key, breakers),
+            lambda r: self._shared(script, options, route, key, breakers, budget),
             lambda: Trip(self._local(options, route, key)),
         )
 
@@ -103,11 +124,13 @@ class SharedTrip:
         route: str,
         key: str,
         breakers: Sequence[str],
+        budget: BudgetCount | None,
     ) -> Trip:
         bucket = f"gw:rate:{route}:{key}" if options.enabled else ""
         rate = options.requests / options.per_s
-        answer = script(keys=[bucket, *breakers], args=[options.requests, rate])
-        trip = Trip()
+        count, ttl = budget if budget is not None else ("", 0)
+        answer = script(keys=[bucket, count, *breakers], args=[options.requests, rate, ttl])
+        trip = Trip(counted=budget is not None and int(answer[0]) == 1)
         if options.enabled:
             allowed, tokens, wait = int(answer[0]), float(answer[1]), float(answer[2])
             trip.decision = decision(options, bool(allowed), int(tokens), wait)

@@ -26,15 +26,16 @@ In shared state a caller may pass the view of the breaker's Redis hash it alread
 (the gateway reads it with the rate limit, in one script: :mod:`gateway.sharedtrip`):
 :meth:`Breaker.admit` admits on a view that shows it closed, and
 :meth:`Breaker.record_outcome` counts a success on it, pybreaker's writes queued and sent
-in one pipeline with the caller's own (``also``). Failures, and breakers the view shows
-open or half-open, read Redis afresh.
+in one pipeline, and none at all when they would change nothing (the failure count set
+back to the 0 it already is). Failures, and breakers the view shows open or half-open,
+read Redis afresh.
 """
 
 from __future__ import annotations
 
 import math
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -47,7 +48,7 @@ from prometheus_client import Counter, Gauge
 from servoscope.outbound import Reply
 from servoscope.resilience.blame import Blame, blame
 from servoscope.resilience.clock import SYSTEM_CLOCK, Clock
-from servoscope.resilience.sharedstate import SharedState, SharedWrite
+from servoscope.resilience.sharedstate import SharedState
 
 CLOSED, OPEN, HALF_OPEN = pybreaker.STATE_CLOSED, pybreaker.STATE_OPEN, pybreaker.STATE_HALF_OPEN
 REDIS_TTL_S = 3600  # idle breakers fade out of Redis
@@ -94,6 +95,8 @@ class UpstreamFailure(Exception):
 # same round trip as its other shared state (gateway.sharedtrip); absent fields are None.
 BreakerView = dict[str, str | None]
 BREAKER_FIELDS = ("state", "fail", "success", "opened_at")
+# What an absent field means: a breaker Redis has never seen (or forgot) is closed at 0.
+UNSET = {"state": CLOSED, "fail": "0", "success": "0"}
 
 
 def _count(raw: str | None) -> int:
@@ -115,7 +118,8 @@ class FailoverStorage(pybreaker.CircuitBreakerStorage):
 
     Inside :meth:`seeing`, this thread's reads are answered from a view of the hash the
     request already fetched, and its writes are queued and sent in one pipeline at the
-    end: that is how a request's breaker work costs no round trip of its own.
+    end, leaving out those that set a field to what the view already holds: that is how
+    a success costs no round trip of its own.
     """
 
     def __init__(self, key: str, shared: SharedState, clock: Clock = SYSTEM_CLOCK) -> None:
@@ -129,17 +133,17 @@ class FailoverStorage(pybreaker.CircuitBreakerStorage):
         self.seen = threading.local()  # .view (BreakerView) and .queued, inside seeing()
 
     @contextmanager
-    def seeing(self, view: BreakerView | None, also: Sequence[SharedWrite] = ()) -> Iterator[None]:
+    def seeing(self, view: BreakerView | None) -> Iterator[None]:
         """Serve this thread's reads from ``view`` and queue its writes; then send the
-        queued writes and ``also`` in one pipeline. With no view, reads and writes go
-        to Redis one by one as usual, and only ``also`` is sent at the end."""
+        queued writes in one pipeline (none: no round trip). With no view, reads and
+        writes go to Redis one by one as usual."""
         self.seen.view, self.seen.queued = view, [] if view is not None else None
         try:
             yield
         finally:
             queued: list[Callable[[redis.client.Pipeline], object]] = self.seen.queued or []
             self.seen.view = self.seen.queued = None
-            self.shared.write([*queued, *(w.shared for w in also)], [w.local for w in also])
+            self.shared.write(queued)
 
     def _view(self, field: str) -> tuple[bool, str | None]:
         view = getattr(self.seen, "view", None)
@@ -156,8 +160,11 @@ class FailoverStorage(pybreaker.CircuitBreakerStorage):
         queued = getattr(self.seen, "queued", None)
         if queued is not None:
             view = self.seen.view
-            view[field] = str(int(view.get(field) or 0) + int(value)) if add else str(value)
-            queued.append(queue)
+            before = view.get(field) or UNSET.get(field)
+            after = str(int(before or 0) + int(value)) if add else str(value)
+            if after != before:  # a write that changes nothing is left out
+                view[field] = after
+                queued.append(queue)
         else:
             self.shared.write([queue], [])
 
@@ -392,25 +399,24 @@ class Breaker:
             self.machine.call(report)
 
     def record_outcome(
-        self,
-        outcome: Reply | int | BaseException,
-        view: BreakerView | None = None,
-        also: Sequence[SharedWrite] = (),
+        self, outcome: Reply | int | BaseException, view: BreakerView | None = None
     ) -> None:
         """Count an admitted call by :func:`~servoscope.resilience.blame.blame`: the
         upstream's failures fail it, its answers succeed it, and a request that never
         went out (the caller's fault) is not counted at all.
 
         A success in a breaker ``view`` showed closed is counted on that view: pybreaker
-        reads the state from it and its write (the failure count back to 0) is queued,
-        then sent with ``also`` in one pipeline. A failure reads and writes Redis as it
-        goes, because whether it trips the breaker depends on the count other workers
-        added since the view was read."""
+        reads the state from it and its write (the failure count back to 0) is sent in
+        one pipeline, or not at all when the view showed no failure. A concurrent
+        failure another worker counts after the view was read then stands, as if this
+        success had come first (it did, as far as the view goes). A failure reads and
+        writes Redis as it goes, because whether it trips the breaker depends on the
+        count other workers added since the view was read."""
         fault = blame(outcome)
         seen = None
         if view is not None and (view.get("state") or CLOSED) == CLOSED and fault is Blame.NONE:
             seen = dict(view)
-        with self.storage.seeing(seen, also):
+        with self.storage.seeing(seen):
             if fault is not Blame.CALLER:
                 self.record(fault is Blame.NONE)
 

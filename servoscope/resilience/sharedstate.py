@@ -17,7 +17,6 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import TypeVar
 
 import redis
@@ -25,15 +24,6 @@ from prometheus_client import Gauge
 
 log = logging.getLogger("servoscope.resilience.sharedstate")
 T = TypeVar("T")
-
-
-@dataclass(frozen=True)
-class SharedWrite:
-    """A write to shared state that may ride in another one's round trip: the commands
-    it queues on a Redis pipeline, and what to do instead when Redis is away."""
-
-    shared: Callable[[redis.client.Pipeline], object]
-    local: Callable[[], object]
 
 
 class SharedState:

@@ -1,6 +1,7 @@
 """A breaker shared through a real redis-server, counted on the view a request read with
-its rate limit (gateway/sharedtrip.py): a success costs one pipeline and no read; a
-failure reads the count other workers added, so the breaker opens on time for all.
+its rate limit (gateway/sharedtrip.py): a success costs no round trip (one pipeline when
+it ends a run of failures); a failure reads the count other workers added, so the
+breaker opens on time for all.
 
 Each "worker" is a Breaker of its own on the same Redis key, as in two processes.
 """
@@ -16,7 +17,7 @@ from gateway.metrics import BREAKER
 from gateway.policy import RateLimitOptions
 from gateway.sharedtrip import SharedTrip
 from servoscope.resilience.breaker import CLOSED, OPEN, Breaker, BreakerOpen, BreakerOptions
-from servoscope.resilience.sharedstate import SharedState, SharedWrite
+from servoscope.resilience.sharedstate import SharedState
 from stack.ephemeral import terminate
 from tests.component.gatewayrig import Redis, start_redis
 
@@ -50,7 +51,20 @@ def reads(client: redis_py.Redis) -> int:
     return int(client.info("stats")["total_reads_processed"])
 
 
-def test_a_success_on_the_view_is_one_pipeline_with_what_rides_along(
+def test_a_success_on_a_clean_view_costs_no_round_trip(
+    redis: Redis, client: redis_py.Redis
+) -> None:
+    a, trip = worker(redis)
+    view = trip.take(NOT_LIMITED, "r", "k", [a.storage.key]).views[a.storage.key]
+    assert view["state"] is None and view["fail"] is None  # never seen: closed, no failure
+    before = reads(client)
+    assert a.admit(view) == CLOSED
+    a.record_outcome(200, view)
+    assert reads(client) - before == 1  # only the INFO that counts it
+    assert a.state == CLOSED and client.hget(a.storage.key, "fail") is None
+
+
+def test_a_success_after_failures_resets_them_in_one_pipeline(
     redis: Redis, client: redis_py.Redis
 ) -> None:
     a, trip = worker(redis)
@@ -59,12 +73,20 @@ def test_a_success_on_the_view_is_one_pipeline_with_what_rides_along(
     assert view["state"] == CLOSED and view["fail"] == "2"
     before = reads(client)
     assert a.admit(view) == CLOSED
-    rides = SharedWrite(lambda pipe: pipe.incr("t:rides"), lambda: None)
-    a.record_outcome(200, view, [rides])
+    a.record_outcome(200, view)
     assert reads(client) - before == 2  # the pipeline, and the INFO that counts it
-    # pybreaker's write (the failures back to 0) and the other write both landed.
-    assert client.hget(a.storage.key, "fail") == b"0"
-    assert client.get("t:rides") == b"1"
+    assert client.hget(a.storage.key, "fail") == b"0"  # pybreaker's reset landed
+
+
+def test_the_script_counts_an_admitted_request_in_the_budget_once(
+    redis: Redis, client: redis_py.Redis
+) -> None:
+    _, trip = worker(redis)
+    options = RateLimitOptions(requests=1, per_s=60)
+    counted = [trip.take(options, "r", "k", [], ("t:budget:req:1", 5)).counted for _ in range(2)]
+    assert counted == [True, False]  # the second was refused by the rate limit: not counted
+    assert client.get("t:budget:req:1") == b"1"
+    assert 0 < client.ttl("t:budget:req:1") <= 5
 
 
 def test_a_failure_counts_what_other_workers_added_since_the_view(

@@ -158,7 +158,7 @@ def test_the_rate_limit_refuses_before_anything_is_sent(rig) -> None:
     assert len(upstream.attempts) == 5
 
 
-def test_the_retry_budget_counts_a_request_once_with_its_first_attempt(rig) -> None:
+def test_the_retry_budget_counts_a_request_once_and_only_if_it_was_sent(rig) -> None:
     pipeline, _, script, send = rig
     budget = pipeline.budgets["up"]
     script(ok(503), ok(200))
@@ -171,3 +171,15 @@ def test_the_retry_budget_counts_a_request_once_with_its_first_attempt(rig) -> N
     with pytest.raises(Problem, match="breaker of up is open"):
         send()  # refused before any attempt: not a request sent upstream
     assert budget.totals() == (2, 3)
+
+
+def test_a_request_that_never_reached_an_attempt_earns_no_retry(rig) -> None:
+    pipeline, _, script, send = rig
+    budget = pipeline.budgets["up"]
+    upstream = script(ok())
+    with pytest.raises(Problem) as late:
+        send(**{"X-Request-Deadline-Ms": "0"})  # its caller's deadline has already passed
+    assert late.value.status == 504 and upstream.attempts == []
+    assert budget.totals() == (0, 0)  # counted on the way in, taken back on the way out
+    assert send().status == 200
+    assert budget.totals() == (1, 0)

@@ -50,7 +50,7 @@ def run(
     clock = ManualClock()
     upstream = Upstream(clock, *script)
     spent = RetryBudget("up", budget or RetryBudgetOptions(), SharedState.local(), clock)
-    spent.record_request()
+    spent.record_request(spent.second())
     policy = RetryPolicy(options or RetryOptions(backoff_max_s=0.5), spent, clock)
     deadline = Deadline.start(DeadlineOptions(total_s=total_s), None, clock)
     return (
