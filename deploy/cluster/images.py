@@ -8,6 +8,7 @@ from podman's store into containerd's ``k8s.io`` namespace, where the kubelet fi
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shutil
 import subprocess
@@ -137,16 +138,28 @@ def loaded() -> set[str]:
     return set(ctr("images", "list", "--quiet").stdout.split())
 
 
+def podman_ids(images: list[str]) -> dict[str, str]:
+    """Each image's ID in podman's store (its config's digest: it changes on a rebuild)."""
+    ids = podman("image", "inspect", "--format", "{{.Id}}", *images).stdout.split()
+    return dict(zip(images, ids, strict=True))
+
+
 def load(images: list[str]) -> None:
-    """Copies images from podman into containerd, skipping those it already holds.
+    """Copies images from podman into containerd: those it does not hold yet, and those
+    rebuilt since they were copied (a tag names another image now, e.g. after `make
+    images` while the cluster runs), which would otherwise stay stale under their tag.
 
     One multi-image archive, so the layers the service images share are written once.
     """
-    missing = [image for image in images if image not in loaded()]
-    if not missing:
+    record = layout.STATE_DIR / "images-loaded.json"  # tag -> podman ID when it was copied
+    copied = json.loads(record.read_text()) if record.exists() else {}
+    ids, present = podman_ids(images), loaded()
+    stale = [image for image in images if image not in present or copied.get(image) != ids[image]]
+    if not stale:
         return
     with tempfile.TemporaryDirectory(prefix="servoscope-images-", dir=layout.STATE_DIR) as tmp:
         archive = Path(tmp) / "images.tar"
         podman("save", "--quiet", "--multi-image-archive", "--format", "docker-archive",
-               "--output", str(archive), *missing)  # fmt: skip
-        ctr("images", "import", str(archive))
+               "--output", str(archive), *stale)  # fmt: skip
+        ctr("images", "import", str(archive))  # a tag it holds is moved to the new image
+    record.write_text(json.dumps({**copied, **{image: ids[image] for image in stale}}))

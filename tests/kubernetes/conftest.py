@@ -1,4 +1,7 @@
-"""Fixtures of the Kubernetes tests: a sealed single-node cluster (make k8s-up) per session.
+"""Fixtures of the Kubernetes tests: a sealed single-node cluster (make k8s-up) for them all.
+
+It is stopped once the last of them has run (package scope), so the tests after them (the
+local chaos suite among them) do not share the machine with an idle cluster.
 
 They need root (a network namespace, mounts, cgroups). Without root they are skipped and say
 why; CI sets SERVOSCOPE_REQUIRE_K8S=1 (in .ci/run), which turns that skip into a failure.
@@ -52,9 +55,9 @@ def make(target: str, timeout: float = 1800) -> subprocess.CompletedProcess[str]
     return result
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def cluster() -> Iterator[None]:
-    """One running cluster for the session; stopped (make k8s-down) at its end, unless
+    """One running cluster for these tests; stopped (make k8s-down) after the last, unless
     SERVOSCOPE_K8S_KEEP=1 (while working on these tests: the next run reuses it)."""
     require_root()
     make("k8s-up")
@@ -63,14 +66,14 @@ def cluster() -> Iterator[None]:
         make("k8s-down")
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def installed(cluster: None) -> str:
-    """The chart installed once per session with the README's ``make k8s-install`` (offline +
+    """The chart installed once with the README's ``make k8s-install`` (offline +
     simulator values); what it printed (the seconds the import and the install took)."""
     return make("k8s-install", timeout=release.INSTALL_TIMEOUT_S + 300).stdout
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def k8s_stack(installed: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     """The release seen as the local stack is: a :class:`Stack` whose gateway, Prometheus,
     Jaeger and simulator URLs are loopback port-forwards into the cluster's Services, so the

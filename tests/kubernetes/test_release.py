@@ -14,6 +14,7 @@ import json
 import os
 import signal
 import subprocess
+import time
 
 import pytest
 
@@ -147,3 +148,33 @@ def test_make_k8s_forward_prints_loopback_urls_that_reach_the_release(k8s_stack:
     finally:
         os.killpg(process.pid, signal.SIGINT)  # Ctrl-C: make and the forwarder end
         process.wait(timeout=15)
+
+
+def test_redis_keeps_the_telemetry_streams_when_its_server_restarts(k8s_stack: Stack) -> None:
+    """The streams hold samples no logger has stored yet: Redis's append-only file (on the
+    pod's emptyDir) brings them back after a stop that saves nothing else (SHUTDOWN NOSAVE;
+    without the file, and with no snapshot configured, the stream would come back empty)."""
+    redis = f"deployment/{release.service('redis')}"
+    stream, marker = "servoscope:test:persistence", f"kept-{time.time_ns()}"
+
+    def cli(*args: str, check: bool = True) -> str:
+        return kubectl(
+            "-n", release.NAMESPACE, "exec", redis, "--", "redis-cli", *args, check=check
+        ).strip()  # fmt: skip
+
+    def restarts() -> int:
+        [pod] = pods("redis")
+        return sum(c["restartCount"] for c in pod["status"]["containerStatuses"])
+
+    before = restarts()
+    cli("XADD", stream, "*", "marker", marker)
+    time.sleep(1.5)  # appendfsync everysec: the entry is on disk within a second
+    cli("SHUTDOWN", "NOSAVE", check=False)  # the server goes, and the connection with it
+    wait_for(
+        lambda: pods("redis") and restarts() > before and cli("PING", check=False) == "PONG",
+        timeout=90, interval=1, message="redis restarted in its pod",
+    )  # fmt: skip
+    try:
+        assert marker in cli("XRANGE", stream, "-", "+")
+    finally:
+        cli("DEL", stream, check=False)

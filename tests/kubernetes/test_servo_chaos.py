@@ -52,7 +52,7 @@ def outcomes(k8s_stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> list
     protected = runner.run_on(k8s_stack, EXPERIMENT, True, results, env=K8S_ENV)
     routes = results / "control-routes.yaml"
     routes.write_text(yaml.safe_dump(runner.route_table(EXPERIMENT, protected=False)))
-    # The release keeps this table for the rest of the session: nothing after needs the breaker.
+    # The release keeps this table until the cluster stops: no test after this one needs it.
     release.install(release.OFFLINE_VALUES, "--set-file", f"gateway.routes={routes}")
     fresh_simulator(k8s_stack)
     control = runner.run_on(k8s_stack, EXPERIMENT, False, results, env=K8S_ENV)
