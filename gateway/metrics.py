@@ -10,6 +10,8 @@ from __future__ import annotations
 from prometheus_client import Counter, Gauge
 
 from servoscope.resilience.breaker import BreakerMetrics
+from servoscope.resilience.bulkhead import BulkheadMetrics
+from servoscope.resilience.retry import RetryMetrics
 
 BREAKER_STATE = Gauge(
     "gateway_breaker_state",
@@ -52,6 +54,8 @@ BULKHEAD_REJECTIONS = Counter(
     "Requests refused with 503 because the upstream's bulkhead was full.",
     ["upstream"],
 )
+RETRY = RetryMetrics(RETRIES, RETRY_BUDGET_EXHAUSTED)
+BULKHEAD = BulkheadMetrics(BULKHEAD_IN_FLIGHT, BULKHEAD_QUEUED, BULKHEAD_REJECTIONS)
 RATE_LIMITED = Counter(
     "gateway_rate_limited_total",
     "Requests refused with 429 by the per-key rate limit.",

@@ -1,6 +1,7 @@
-"""The resilience pipeline, assembled in one place, outermost stage first.
+"""The gateway's pipeline: its own stages, then the core's, one pipeline per route.
 
-Every proxied request runs, in DESIGN.md's order:
+Every proxied request runs, outermost first (the order is data,
+:data:`gateway.stages.ORDER`, printed per route by ``python -m gateway.routing``):
 
 1. authenticate, then the operation's scope (:mod:`gateway.dispatch`, the one way in for
    every proxied operation, before it calls :meth:`Pipeline.handle`)
@@ -16,102 +17,93 @@ Every proxied request runs, in DESIGN.md's order:
 7. attempt timeout (connect, read; capped by the deadline)
 8. the HTTP call on a pooled keep-alive connection (:mod:`servoscope.outbound`)
 
-Why this order: the cheap refusals (rate limit) come before any resource is held; the
-deadline wraps everything that can wait; the bulkhead is taken once per request, so
-retries cannot multiply a sick upstream's share of threads; the breaker sits inside
-retry so every attempt is counted and an open breaker stops retries at once; the attempt
-timeout is innermost so it bounds exactly one call.
-
-The order is data (:data:`gateway.stages.ORDER`, printed per route by ``python -m
-gateway.routing``); stages 2-8 are methods with one interface, ``stage(call, rest)``:
-each refuses by raising, or calls the rest of the pipeline and returns its reply (the
-retry stage calls it again per attempt). Each stage is switchable (``enabled: false`` in
-routes.yaml) for control experiments.
+Stages 3-8 are the core's (:mod:`servoscope.resilience.pipeline`, which says why they
+sit in this order), built here with each route's and upstream's options; the rate limit
+and the request check are the gateway's own, with the same interface,
+``stage(call, rest)``. What stays here is what only a gateway does: the balancer as the
+breaker stage's choice of instance, the shared-state round trip that reads the
+breakers with the rate limit, and turning refusals into answers (problem+json, or the
+last known answer while the breaker refuses). Each stage is switchable (``enabled:
+false`` in routes.yaml) for control experiments.
 """
 
 from __future__ import annotations
 
 import json
 import math
-from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 from urllib.parse import quote
 
 from flask import Request
-from opentelemetry.trace import Span
 
 from gateway import metrics
 from gateway.balancer import Balancer, Member
-from gateway.budget import RetryBudget
-from gateway.bulkhead import Bulkhead, BulkheadFull
 from gateway.contracts import Contracts
-from gateway.deadline import DEADLINE_HEADER, Deadline, DeadlineExceeded
 from gateway.fallback import LastKnown
 from gateway.proxy import Answer, outbound_headers, returned_headers
-from gateway.retry import AttemptFailed, RetryPolicy, retryable
 from gateway.routing import Operation, Route, RouteTable
 from gateway.sharedtrip import SharedTrip
 from gateway.stages import ORDER
-from servoscope.outbound import (
-    Reply,
-    RequestUnsendable,
-    Timeout,
-    UpstreamError,
-    UpstreamTimeout,
-    check_sendable,
-)
+from servoscope.outbound import Reply, RequestUnsendable, check_sendable
 from servoscope.problems import MEDIA_TYPE as PROBLEM_TYPE
 from servoscope.problems import Problem
+from servoscope.resilience import pipeline as core
+from servoscope.resilience.attempt import (
+    AttemptFailed,
+    AttemptTimeoutStage,
+    BreakerStage,
+    TransportStage,
+)
 from servoscope.resilience.breaker import CLOSED, BreakerOpen, BreakerView
+from servoscope.resilience.budget import RetryBudget
+from servoscope.resilience.bulkhead import Bulkhead, BulkheadFull, BulkheadStage
 from servoscope.resilience.clock import SYSTEM_CLOCK, Clock
+from servoscope.resilience.deadline import DEADLINE_HEADER, DeadlineExceeded, DeadlineStage
+from servoscope.resilience.retry import RetryPolicy, RetryStage
 from servoscope.resilience.sharedstate import SharedState
 
 # RFC 3986 pchar (minus '%', which is encoded so a decoded '%' survives) and '/'.
 PATH_SAFE = "/!$&'()*+,;=:@-._~"
+PREFIX = "gateway"  # of the stages' span attributes and events
 
 
-@dataclass
-class Call:
+@dataclass(kw_only=True)
+class Call(core.Call):
     """One proxied request as it moves through the stages."""
 
     route: Route
     operation: Operation
-    request: Request
+    request: Request  # duck-typed: method, headers, path, query_string, content_length, stream
     key_name: str
     request_id: str
-    span: Span
     params: dict[str, str] = field(default_factory=dict)  # path parameters, decoded
-    path: str = ""
-    body: bytes | None = None
-    outbound: dict[str, str] = field(default_factory=dict)  # headers sent on every attempt
-    deadline: Deadline = field(default_factory=lambda: Deadline(0.0, 0.0))
     headers: dict[str, str] = field(default_factory=dict)  # added to the answer
-    # The current attempt, as the retry, breaker and attempt-timeout stages set it.
-    attempt: int = 0
-    remaining: float = 0.0  # seconds of the deadline left when the attempt started
-    member: Member | None = None  # the upstream instance the breaker let the call through to
-    breaker_state: str = CLOSED
-    timeout: Timeout | None = None
     # Each breaker of the upstream as read with the rate limit (shared state only), by
     # its Redis key: the first attempt is admitted and counted on these views.
     views: dict[str, BreakerView] = field(default_factory=dict)
 
+    def caller(self) -> str:
+        return self.key_name
 
-Next = Callable[[Call], Reply]
-# A stage: the call and the rest of the pipeline in, the upstream's reply out. It refuses
-# by raising, or calls the rest (once; the retry stage again per attempt).
-Stage = Callable[[Call, Next], Reply]
+    def inbound_deadline_ms(self) -> str | None:
+        return self.request.headers.get(DEADLINE_HEADER)
 
+    def may_retry(self) -> bool:
+        return core.retryable(self.request.method, self.request.headers)
 
-def _end(call: Call) -> Reply:
-    raise AssertionError("the transport is the last stage: nothing comes after it")
-
-
-_END: Next = _end
+    def attempt_attributes(self) -> dict[str, Any]:
+        assert isinstance(self.target, Member)
+        return {
+            "gateway.upstream.instance": self.target.instance.id,
+            "gateway.retry.attempt": self.attempt,
+            "gateway.breaker.state": self.breaker_state,
+        }
 
 
 class Pipeline:
-    """Per-process state of every stage (limiter, bulkheads, budgets, balancers)."""
+    """Per-process state of every stage (limiter, bulkheads, budgets, balancers), and
+    each route's pipeline of stages built on it."""
 
     def __init__(
         self,
@@ -125,84 +117,57 @@ class Pipeline:
         self.shared = shared
         self.clock = clock  # the deadline's, the retries' and budgets', the breakers'
         self.trip = SharedTrip(shared)  # the rate limiter and the shared reads with it
-        self.bulkheads = {n: Bulkhead(n, u.bulkhead) for n, u in table.upstreams.items()}
+        self.bulkheads = {
+            n: Bulkhead(n, u.bulkhead, metrics.BULKHEAD) for n, u in table.upstreams.items()
+        }
         self.budgets = {
             n: RetryBudget(n, u.retry_budget, shared, clock) for n, u in table.upstreams.items()
         }
         self.balancers = {n: Balancer(u, shared, clock) for n, u in table.upstreams.items()}
         self.last_known = LastKnown()
-        runs: dict[str, Stage] = {
-            "rate limit": self._rate_limit_stage,
-            "request check": self._request_stage,
-            "deadline": self._deadline_stage,
-            "bulkhead": self._bulkhead_stage,
-            "retry (budget)": self._retry_stage,
-            "breaker": self._breaker_stage,
-            "attempt timeout": self._attempt_timeout_stage,
-            "transport": self._transport_stage,
-        }
-        if list(runs) != [spec.name for spec in ORDER]:
-            raise RuntimeError(f"the pipeline's stages {list(runs)} are not gateway.stages.ORDER")
-        self.stages = tuple(runs[spec.name] for spec in ORDER)
-        self.run = self._next(0)  # the whole chain, built once
+        self.routes = {route.name: self._assemble(route) for route in table.routes}
         for balancer in self.balancers.values():
             balancer.start_health_checks()
+
+    def _assemble(self, route: Route) -> core.Pipeline:
+        """``route``'s stages, in :data:`gateway.stages.ORDER`: the gateway's own and the
+        core's, each with the route's or its upstream's options."""
+        upstream = route.upstream
+        retry = RetryPolicy(
+            route.retry,
+            upstream,
+            self.budgets[upstream],
+            self.clock,
+            metrics.RETRY,
+            PREFIX,
+        )
+        stages: dict[str, core.Stage] = {
+            "rate limit": core.Named("rate limit", self._rate_limit_stage),
+            "request check": core.Named("request check", self._request_stage),
+            "deadline": DeadlineStage(route.deadline, self.clock),
+            "bulkhead": BulkheadStage(self.bulkheads[upstream], PREFIX),
+            "retry (budget)": RetryStage(retry),
+            "breaker": BreakerStage(self),
+            "attempt timeout": AttemptTimeoutStage(route.attempt_timeout),
+            "transport": TransportStage(upstream),
+        }
+        if list(stages) != [spec.name for spec in ORDER]:
+            raise RuntimeError(f"the pipeline's stages {list(stages)} are not gateway.stages.ORDER")
+        return core.Pipeline([stages[spec.name] for spec in ORDER])
 
     # -- the pipeline, top to bottom ------------------------------------------
 
     def handle(self, call: Call) -> Answer:
         """Run ``call`` through every stage, in :data:`gateway.stages.ORDER`, and answer."""
         try:
-            reply = self.run(call)
+            reply = self.routes[call.route.name](call)
         except DeadlineExceeded as exc:
             raise self._problem(
                 call, 504, "Deadline Exceeded", str(exc), slug="deadline-exceeded"
             ) from None
         except BreakerOpen as exc:
             return self._breaker_open(call, exc)
-        except AttemptFailed as exc:
-            title = "Upstream Timeout" if exc.status == 504 else "Upstream Unreachable"
-            slug = "upstream-timeout" if exc.status == 504 else "upstream-unreachable"
-            raise self._problem(call, exc.status, title, exc.detail, slug=slug) from None
-        return self._answer(call, reply)
-
-    def _next(self, index: int) -> Next:
-        """The rest of the pipeline from stage ``index`` on, as one callable."""
-        stage = self.stages[index]
-        if index + 1 == len(self.stages):
-            return lambda call: stage(call, _END)
-        rest = self._next(index + 1)
-        return lambda call: stage(call, rest)
-
-    # -- the stages: each takes the call and the rest of the pipeline ------------
-
-    def _rate_limit_stage(self, call: Call, rest: Next) -> Reply:
-        counted = self._rate_limit(call)  # before the body is even read
-        try:
-            return rest(call)
-        finally:
-            if call.member is None:  # no attempt was made: not a request sent upstream
-                self.budgets[call.route.upstream].forget_request(counted)
-
-    def _request_stage(self, call: Call, rest: Next) -> Reply:
-        self._check_request(call)
-        self._read_body(call)
-        return rest(call)
-
-    def _deadline_stage(self, call: Call, rest: Next) -> Reply:
-        inbound_ms = call.request.headers.get(DEADLINE_HEADER)
-        call.deadline = Deadline.start(call.route.deadline, inbound_ms, self.clock)
-        return rest(call)
-
-    def _bulkhead_stage(self, call: Call, rest: Next) -> Reply:
-        bulkhead = self.bulkheads[call.route.upstream]
-        if not bulkhead.options.enabled:
-            return rest(call)
-        try:
-            waited = bulkhead.acquire(call.deadline.remaining(), call.key_name)
         except BulkheadFull as exc:
-            metrics.BULKHEAD_REJECTIONS.labels(bulkhead.upstream).inc()
-            call.span.add_event("gateway.bulkhead_rejected")
             raise self._problem(
                 call,
                 503,
@@ -211,79 +176,28 @@ class Pipeline:
                 slug="bulkhead-full",
                 headers={"Retry-After": "1"},
             ) from None
-        if waited:
-            call.span.set_attribute("gateway.bulkhead.wait_ms", round(waited * 1000, 3))
-        try:
-            return rest(call)
-        finally:
-            bulkhead.release(call.key_name)
-
-    def _retry_stage(self, call: Call, rest: Next) -> Reply:
-        budget = self.budgets[call.route.upstream]  # the request is counted with its first attempt
-
-        def attempt(number: int) -> Reply:
-            call.remaining = call.deadline.check()  # no attempt starts after the deadline
-            call.attempt = number
-            return rest(call)
-
-        return RetryPolicy(call.route.retry, budget, self.clock).run(
-            attempt,
-            may_retry=retryable(call.request.method, call.request.headers),
-            deadline=call.deadline,
-        )
-
-    def _breaker_stage(self, call: Call, rest: Next) -> Reply:
-        member, call.breaker_state = self._admit(call)
-        call.member = member
-        member.begin()
-        try:
-            reply = rest(call)
-        except AttemptFailed as failed:  # no answer: the upstream's failure
-            self._record(call, member, failed)
-            raise
-        finally:
-            member.end()
-        self._record(call, member, reply)
-        return reply
-
-    def _attempt_timeout_stage(self, call: Call, rest: Next) -> Reply:
-        options, remaining = call.route.attempt_timeout, call.remaining
-        if options.enabled:
-            call.timeout = Timeout(
-                connect=min(options.connect_s, remaining),
-                read=min(options.read_s, remaining),
-                total=remaining,
-            )
-        else:
-            call.timeout = Timeout(connect=remaining, read=remaining, total=remaining)
-        return rest(call)
-
-    def _transport_stage(self, call: Call, rest: Next) -> Reply:
-        member, timeout, upstream = call.member, call.timeout, call.route.upstream
-        assert member is not None and timeout is not None
-        headers = dict(call.outbound)
-        headers[DEADLINE_HEADER] = call.deadline.header_value()
-        try:
-            return member.client.request(
-                call.request.method,
-                call.path,
-                body=call.body,
-                headers=headers,
-                timeout=timeout,
-                attempt=call.attempt,
-                attributes={
-                    "gateway.upstream.instance": member.instance.id,
-                    "gateway.retry.attempt": call.attempt,
-                    "gateway.breaker.state": call.breaker_state,
-                },
-            )
         except RequestUnsendable as exc:  # checked before, so not expected: never charged
             raise self._unsendable(call, exc) from None
-        except UpstreamTimeout:
-            detail = f"{upstream} did not answer within {timeout.total or call.remaining:.3g}s"
-            raise AttemptFailed(504, detail) from None
-        except UpstreamError as exc:
-            raise AttemptFailed(502, f"{upstream} could not be reached: {exc}") from None
+        except AttemptFailed as exc:
+            title = "Upstream Timeout" if exc.status == 504 else "Upstream Unreachable"
+            slug = "upstream-timeout" if exc.status == 504 else "upstream-unreachable"
+            raise self._problem(call, exc.status, title, exc.detail, slug=slug) from None
+        return self._answer(call, reply)
+
+    # -- the gateway's own stages: each takes the call and the rest of the pipeline --
+
+    def _rate_limit_stage(self, call: Call, rest: core.Next) -> Reply:
+        counted = self._rate_limit(call)  # before the body is even read
+        try:
+            return rest(call)
+        finally:
+            if call.target is None:  # no attempt was made: not a request sent upstream
+                self.budgets[call.route.upstream].forget_request(counted)
+
+    def _request_stage(self, call: Call, rest: core.Next) -> Reply:
+        self._check_request(call)
+        self._read_body(call)
+        return rest(call)
 
     def _check_request(self, call: Call) -> None:
         """What the client sent must be sendable upstream as it is: a bad path parameter
@@ -300,6 +214,7 @@ class Pipeline:
         # a parameter stays part of it instead of changing what the upstream is asked.
         tail = quote(request.path[len(call.route.prefix) :], safe=PATH_SAFE)
         query = request.query_string.decode("latin-1")
+        call.method = request.method
         call.path = tail + (f"?{query}" if query else "")
         call.outbound = outbound_headers(request, call.request_id)
         try:
@@ -372,7 +287,9 @@ class Pipeline:
             budget.record_request(second)
         return second
 
-    def _admit(self, call: Call) -> tuple[Member, str]:
+    # -- the breaker stage's targets: the balancer chooses, the breaker counts -------
+
+    def admit(self, call: Call) -> tuple[Member, str]:
         """The load balancer's first candidate whose breaker lets the call through, and
         the breaker state it was let through in."""
         balancer = self.balancers[call.route.upstream]
@@ -394,7 +311,7 @@ class Pipeline:
         metrics.BREAKER_REJECTIONS.labels(call.route.upstream).inc()
         raise refused
 
-    def _record(self, call: Call, member: Member, outcome: Reply | AttemptFailed) -> None:
+    def record(self, call: Call, member: Member, outcome: Reply | AttemptFailed) -> None:
         """Count the attempt in its breaker; the first on the view read with the rate
         limit, where a success after no failure writes nothing."""
         if member.breaker.options.enabled:

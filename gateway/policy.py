@@ -1,23 +1,15 @@
-"""Typed options of every pipeline stage, with defaults, parsed from the route table.
+"""The gateway's own stage options: the rate limit and the balancer's health checks.
 
-Each stage of :mod:`gateway.pipeline` takes one of these dataclasses. ``enabled``
-switches a stage off (chaos experiments run a control with the protection off).
-:func:`parse` builds one from a YAML mapping and rejects unknown keys and wrong
-types with a message naming the exact entry, e.g.
-``gateway/routes.yaml: upstreams.servo.breaker.failures: must be an integer >= 1``.
+The generic stages' options (deadline, bulkhead, retry and its budget, breaker, attempt
+timeout) are the core's (:mod:`servoscope.resilience.options`); these two belong to
+stages only the gateway has. Both are parsed from the route table like the core's.
 """
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
-from typing import Any, TypeVar, get_type_hints
 
-from servoscope.resilience.breaker import BreakerOptions  # noqa: F401 - part of a route's policy
-
-
-class PolicyError(ValueError):
-    """An option has the wrong name, type or range; the message says where."""
+from servoscope.resilience.options import positive
 
 
 @dataclass(frozen=True)
@@ -28,59 +20,9 @@ class RateLimitOptions:
     requests: int = 100
     per_s: int = 1
 
-
-@dataclass(frozen=True)
-class DeadlineOptions:
-    """The whole request, every retry included, must end within ``total_s``."""
-
-    enabled: bool = True
-    total_s: float = 5.0
-
-
-@dataclass(frozen=True)
-class BulkheadOptions:
-    """Per upstream: at most ``max_concurrent`` calls; wait at most ``max_wait_s`` for a slot;
-    one API key holds at most ``max_share`` of the slots, so one client's burst cannot take
-    the slots another client's requests need."""
-
-    enabled: bool = True
-    max_concurrent: int = 8
-    max_wait_s: float = 0.0
-    max_share: float = 1.0
-
-    @property
-    def per_key(self) -> int:
-        return max(1, int(self.max_concurrent * self.max_share))
-
-
-@dataclass(frozen=True)
-class RetryOptions:
-    """Exponential backoff with full jitter inside a per-upstream retry budget."""
-
-    enabled: bool = True
-    max_attempts: int = 3
-    backoff_base_s: float = 0.05
-    backoff_max_s: float = 1.0
-    retry_after_max_s: float = 2.0  # a longer Retry-After is not worth waiting for
-
-
-@dataclass(frozen=True)
-class RetryBudgetOptions:
-    """Per upstream: retries may add at most ``ratio`` of its requests (or ``floor``) per window."""
-
-    enabled: bool = True
-    ratio: float = 0.2
-    floor: int = 3
-    window_s: int = 10
-
-
-@dataclass(frozen=True)
-class AttemptTimeoutOptions:
-    """Each attempt's connect and read timeouts (both capped by the deadline)."""
-
-    enabled: bool = True
-    connect_s: float = 0.5
-    read_s: float = 2.0
+    def __post_init__(self) -> None:
+        positive(self.requests, "requests")
+        positive(self.per_s, "per_s")
 
 
 @dataclass(frozen=True)
@@ -91,46 +33,3 @@ class HealthCheckOptions:
     path: str = "/readyz"
     interval_s: float = 2.0
     timeout_s: float = 0.5
-
-
-T = TypeVar("T")
-
-
-def _check(value: Any, kind: type, where: str) -> Any:
-    if kind is bool:
-        if not isinstance(value, bool):
-            raise PolicyError(f"{where}: must be true or false; got {value!r}")
-        return value
-    if kind is int:
-        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-            raise PolicyError(f"{where}: must be a whole number >= 0; got {value!r}")
-        return value
-    if kind is float:
-        if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
-            raise PolicyError(f"{where}: must be a number >= 0; got {value!r}")
-        return float(value)
-    if not isinstance(value, str):
-        raise PolicyError(f"{where}: must be a string; got {value!r}")
-    return value
-
-
-def parse(cls: type[T], data: Any, where: str, base: T | None = None) -> T:
-    """Options of type ``cls`` from ``data``, each missing key taken from ``base``."""
-    start = base if base is not None else cls()
-    if data is None:
-        return start
-    if not isinstance(data, dict):
-        raise PolicyError(f"{where}: must be a mapping of option: value")
-    hints = get_type_hints(cls)
-    names = [f.name for f in dataclasses.fields(cls)]  # type: ignore[arg-type]
-    values = {}
-    for key, value in data.items():
-        if key not in names:
-            raise PolicyError(f"{where}.{key}: unknown option; known options are {names}")
-        values[key] = _check(value, hints[key], f"{where}.{key}")
-    return dataclasses.replace(start, **values)  # type: ignore[type-var]
-
-
-def positive(value: float, where: str) -> None:
-    if value <= 0:
-        raise PolicyError(f"{where}: must be greater than 0; got {value!r}")

@@ -22,18 +22,16 @@ from urllib.parse import urlsplit
 import yaml
 
 from gateway.auth import SCOPES
-from gateway.policy import (
+from gateway.policy import HealthCheckOptions, RateLimitOptions
+from servoscope.resilience.breaker import BreakerOptions
+from servoscope.resilience.options import (
     AttemptTimeoutOptions,
-    BreakerOptions,
     BulkheadOptions,
     DeadlineOptions,
-    HealthCheckOptions,
     PolicyError,
-    RateLimitOptions,
     RetryBudgetOptions,
     RetryOptions,
     parse,
-    positive,
 )
 from servoscope.settings import Settings, SettingsError
 
@@ -157,12 +155,6 @@ def _upstream(name: str, entry: Any, defaults: dict, settings: Settings, where: 
         key: parse(cls, entry.get(key), f"{where}.{key}", defaults.get(key))
         for key, cls in UPSTREAM_POLICY.items()
     }
-    positive(options["bulkhead"].max_concurrent, f"{where}.bulkhead.max_concurrent")
-    if not 0 < options["bulkhead"].max_share <= 1:
-        raise RouteConfigError(f"{where}.bulkhead.max_share: a fraction of the slots, 0 < x <= 1")
-    positive(options["breaker"].failures, f"{where}.breaker.failures")
-    positive(options["breaker"].half_open_probes, f"{where}.breaker.half_open_probes")
-    positive(options["retry_budget"].window_s, f"{where}.retry_budget.window_s")
     return Upstream(name, instances, balance, **options)
 
 
@@ -219,10 +211,6 @@ def _route(
         key: parse(cls, policy.get(key), f"{where}.policy.{key}", defaults.get(key))
         for key, cls in ROUTE_POLICY.items()
     }
-    positive(options["deadline"].total_s, f"{where}.policy.deadline.total_s")
-    positive(options["retry"].max_attempts, f"{where}.policy.retry.max_attempts")
-    positive(options["rate_limit"].requests, f"{where}.policy.rate_limit.requests")
-    positive(options["rate_limit"].per_s, f"{where}.policy.rate_limit.per_s")
     max_body = policy.get("max_body_bytes", defaults.get("max_body_bytes", DEFAULT_MAX_BODY))
     if isinstance(max_body, bool) or not isinstance(max_body, int) or max_body < 0:
         raise RouteConfigError(f"{where}.policy.max_body_bytes: must be a whole number >= 0")

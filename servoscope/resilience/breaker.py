@@ -48,6 +48,7 @@ from prometheus_client import Counter, Gauge
 from servoscope.outbound import Reply
 from servoscope.resilience.blame import Blame, blame
 from servoscope.resilience.clock import SYSTEM_CLOCK, Clock
+from servoscope.resilience.options import positive
 from servoscope.resilience.sharedstate import SharedState
 
 CLOSED, OPEN, HALF_OPEN = pybreaker.STATE_CLOSED, pybreaker.STATE_OPEN, pybreaker.STATE_HALF_OPEN
@@ -67,6 +68,11 @@ class BreakerOptions:
     failures: int = 5
     reset_s: float = 5.0
     half_open_probes: int = 1
+
+    def __post_init__(self) -> None:
+        positive(self.failures, "failures")
+        positive(self.reset_s, "reset_s")
+        positive(self.half_open_probes, "half_open_probes")
 
 
 @dataclass(frozen=True)

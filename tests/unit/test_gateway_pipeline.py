@@ -2,7 +2,8 @@
 
 Its clock is a manual one and each upstream instance's client is a scripted stand-in
 with the client seam's one method (``request``), so every stage runs for real in the
-order of :data:`gateway.stages.ORDER` and a test reads what reached the "wire".
+order of :data:`gateway.stages.ORDER` (the gateway's own, then the core's) and a test
+reads what reached the "wire".
 """
 
 from __future__ import annotations
@@ -80,7 +81,14 @@ def rig(tmp_path: Path):
         request = Request(
             EnvironBuilder(path="/t/echo", method=method, headers=headers).get_environ()
         )
-        call = Call(route, op, request, "key", "req-1", trace.get_current_span())
+        call = Call(
+            route=route,
+            operation=op,
+            request=request,
+            key_name="key",
+            request_id="req-1",
+            span=trace.get_current_span(),
+        )
         return pipeline.handle(call)
 
     return pipeline, clock, script, send

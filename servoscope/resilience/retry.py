@@ -1,16 +1,20 @@
 """Retries with tenacity: exponential backoff with full jitter, inside a retry budget.
 
-A failed attempt (connection error, timeout, or a 502/503/504 answer) is retried only
-when all of these hold:
+A failed attempt (:class:`~servoscope.resilience.attempt.AttemptFailed`: no answer, or
+a timeout; or an answer whose status is in ``retry_on``, 502/503/504 by default) is
+retried only when all of these hold:
 
-- the request is idempotent (GET, HEAD, OPTIONS, PUT, DELETE) or carries ``Idempotency-Key``;
+- the call may be retried (:meth:`Call.may_retry`: an idempotent method, or a command
+  carrying ``Idempotency-Key``);
 - attempts are left (``max_attempts``);
-- the wait (the upstream's ``Retry-After``, seconds or HTTP-date, else full-jitter backoff)
-  ends before the request's deadline;
-- the upstream's :class:`~gateway.budget.RetryBudget` still has a retry to spend.
+- the wait (the upstream's ``Retry-After``, seconds or HTTP-date, else full-jitter backoff;
+  none at all when ``backoff_max_s`` is 0) ends before the call's deadline, if it has one;
+- the upstream's :class:`~servoscope.resilience.budget.RetryBudget`, if it has one, still
+  has a retry to spend.
 
 The decision is made in one place (:meth:`RetryPolicy.decide`), so the budget is only
-spent on retries that really happen.
+spent on retries that really happen. A refusal of a stage inside (an open breaker, a
+passed deadline) or a request that could not be sent ends the retries at once.
 """
 
 from __future__ import annotations
@@ -19,29 +23,29 @@ import email.utils
 import itertools
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
 
 import tenacity
 from opentelemetry import trace
+from prometheus_client import Counter
 
-from gateway import metrics
-from gateway.budget import RetryBudget
-from gateway.deadline import Deadline
-from gateway.policy import RetryOptions
 from servoscope.outbound import Reply
+from servoscope.resilience.attempt import AttemptFailed
+from servoscope.resilience.budget import RetryBudget
 from servoscope.resilience.clock import SYSTEM_CLOCK, Clock
+from servoscope.resilience.deadline import Deadline
+from servoscope.resilience.options import RetryOptions
+from servoscope.resilience.pipeline import Call, Next
 
-IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
-RETRYABLE_STATUS = frozenset({502, 503, 504})
+RETRYABLE_STATUS = frozenset({502, 503, 504})  # a 500 is an answer, not a transient fault
 
 
-class AttemptFailed(Exception):
-    """An attempt got no answer: ``status`` is what the gateway would say (502 or 504)."""
+@dataclass(frozen=True)
+class RetryMetrics:
+    """The families retries report to: decisions by ``(upstream, outcome)`` (``retried``,
+    ``budget_exhausted``, ``gave_up``) and retries the budget refused, by ``(upstream)``."""
 
-    def __init__(self, status: int, detail: str) -> None:
-        super().__init__(detail)
-        self.status = status
-        self.detail = detail
+    retries: Counter
+    budget_exhausted: Counter
 
 
 def retry_after_s(value: str | None, now: float) -> float | None:
@@ -59,17 +63,22 @@ def retry_after_s(value: str | None, now: float) -> float | None:
     return max(0.0, when.timestamp() - now)
 
 
-def retryable(method: str, headers: Any) -> bool:
-    return method in IDEMPOTENT or bool(headers.get("Idempotency-Key"))
-
-
-@dataclass
+@dataclass(frozen=True)
 class RetryPolicy:
-    options: RetryOptions
-    budget: RetryBudget
-    clock: Clock = field(default=SYSTEM_CLOCK, repr=False)
+    """When to try again. ``upstream`` labels the metrics; ``prefix`` names the span
+    events (``<prefix>.retry``, ``<prefix>.retry_gave_up``, ...)."""
 
-    def run(self, attempt: Callable[[int], Reply], *, may_retry: bool, deadline: Deadline) -> Reply:
+    options: RetryOptions
+    upstream: str
+    budget: RetryBudget | None = None
+    clock: Clock = field(default=SYSTEM_CLOCK, repr=False)
+    metrics: RetryMetrics | None = None
+    prefix: str = "resilience"
+    retry_on: frozenset[int] = RETRYABLE_STATUS
+
+    def run(
+        self, attempt: Callable[[int], Reply], *, may_retry: bool, deadline: Deadline | None
+    ) -> Reply:
         """Call ``attempt(n)`` until it succeeds or a retry is not allowed; returns or raises."""
         if not self.options.enabled or not may_retry or self.options.max_attempts <= 1:
             return attempt(1)
@@ -79,7 +88,7 @@ class RetryPolicy:
         except AttemptFailed as exc:
             first_error: AttemptFailed | None = exc
         else:
-            if first.status not in RETRYABLE_STATUS:
+            if first.status not in self.retry_on:
                 return first
             first_error = None
         jitter = tenacity.wait_random_exponential(
@@ -95,7 +104,7 @@ class RetryPolicy:
             retry=decide,
             wait=lambda _state: planned["wait"],
             stop=tenacity.stop_never,
-            sleep=self.clock.sleep,
+            sleep=self._sleep,
             before_sleep=self._note_retry,
         )
         numbers = itertools.count(1)
@@ -110,8 +119,15 @@ class RetryPolicy:
 
         return retrying(next_attempt)
 
+    def _sleep(self, seconds: float) -> None:
+        if seconds > 0:  # no backoff (the motion planner's setpoints): not even a yield
+            self.clock.sleep(seconds)
+
     def decide(
-        self, state: tenacity.RetryCallState, jitter: tenacity.wait.wait_base, deadline: Deadline
+        self,
+        state: tenacity.RetryCallState,
+        jitter: tenacity.wait.wait_base,
+        deadline: Deadline | None,
     ) -> float:
         """Seconds to wait before the next attempt, or -1 to stop here."""
         outcome = state.outcome
@@ -122,7 +138,7 @@ class RetryPolicy:
             wait = jitter(state)
         else:
             reply: Reply = outcome.result()
-            if reply.status not in RETRYABLE_STATUS:
+            if reply.status not in self.retry_on:
                 return -1
             hinted = retry_after_s(_header(reply.headers, "Retry-After"), self.clock.time())
             if hinted is not None and hinted > self.options.retry_after_max_s:
@@ -130,29 +146,36 @@ class RetryPolicy:
             wait = jitter(state) if hinted is None else hinted
         if state.attempt_number >= self.options.max_attempts:
             return self._gave_up("no attempts left")
-        if wait >= deadline.remaining() - 0.005:
+        if deadline is not None and wait >= deadline.remaining() - 0.005:
             return self._gave_up("the deadline would pass while waiting")
-        if not self.budget.try_spend():
-            metrics.RETRIES.labels(self.budget.upstream, "budget_exhausted").inc()
-            metrics.RETRY_BUDGET_EXHAUSTED.labels(self.budget.upstream).inc()
+        if self.budget is not None and not self.budget.try_spend():
+            self._count("budget_exhausted")
+            if self.metrics is not None:
+                self.metrics.budget_exhausted.labels(self.upstream).inc()
             trace.get_current_span().add_event(
-                "gateway.retry_budget_exhausted", {"gateway.upstream": self.budget.upstream}
+                f"{self.prefix}.retry_budget_exhausted", {f"{self.prefix}.upstream": self.upstream}
             )
             return -1
         return wait
 
+    def _count(self, outcome: str) -> None:
+        if self.metrics is not None:
+            self.metrics.retries.labels(self.upstream, outcome).inc()
+
     def _gave_up(self, why: str) -> float:
-        metrics.RETRIES.labels(self.budget.upstream, "gave_up").inc()
-        trace.get_current_span().add_event("gateway.retry_gave_up", {"gateway.reason": why})
+        self._count("gave_up")
+        trace.get_current_span().add_event(
+            f"{self.prefix}.retry_gave_up", {f"{self.prefix}.reason": why}
+        )
         return -1
 
     def _note_retry(self, state: tenacity.RetryCallState) -> None:
-        metrics.RETRIES.labels(self.budget.upstream, "retried").inc()
+        self._count("retried")
         trace.get_current_span().add_event(
-            "gateway.retry",
+            f"{self.prefix}.retry",
             {
-                "gateway.retry.attempt": state.attempt_number + 1,
-                "gateway.retry.wait_ms": round((state.upcoming_sleep or 0) * 1000, 1),
+                f"{self.prefix}.retry.attempt": state.attempt_number + 1,
+                f"{self.prefix}.retry.wait_ms": round((state.upcoming_sleep or 0) * 1000, 1),
             },
         )
 
@@ -163,3 +186,21 @@ def _header(headers: dict[str, str], name: str) -> str | None:
         if key.lower() == lowered:
             return value
     return None
+
+
+@dataclass(frozen=True)
+class RetryStage:
+    """Runs the rest once per attempt, as :attr:`policy` allows; no attempt starts after
+    the call's deadline."""
+
+    policy: RetryPolicy
+    name: str = "retry (budget)"
+
+    def __call__(self, call: Call, rest: Next) -> Reply:
+        def attempt(number: int) -> Reply:
+            if call.deadline is not None:
+                call.deadline.check()
+            call.attempt = number
+            return rest(call)
+
+        return self.policy.run(attempt, may_retry=call.may_retry(), deadline=call.deadline)

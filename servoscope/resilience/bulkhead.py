@@ -1,5 +1,8 @@
 """A bulkhead per upstream: at most ``max_concurrent`` calls, a bounded wait for a slot.
 
+The bulkhead stage takes a slot once per call (outside the retries, so retries cannot
+multiply a sick upstream's share of threads) and refuses with :class:`BulkheadFull`.
+
 A hung upstream fills its own slots and nothing else: further calls to it are refused
 with 503 (at once, or after ``max_wait_s``) while the worker keeps serving every other
 route. Per worker on purpose: the resource it protects is this process's capacity (its
@@ -19,9 +22,23 @@ import contextlib
 import threading
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 
-from gateway import metrics
-from gateway.policy import BulkheadOptions
+from prometheus_client import Counter, Gauge
+
+from servoscope.outbound import Reply
+from servoscope.resilience.options import BulkheadOptions
+from servoscope.resilience.pipeline import Call, Next
+
+
+@dataclass(frozen=True)
+class BulkheadMetrics:
+    """The families a bulkhead reports to, labelled ``(upstream)``: calls holding a slot,
+    calls waiting for one, and calls refused."""
+
+    in_flight: Gauge
+    queued: Gauge
+    rejections: Counter
 
 
 class BulkheadFull(Exception):
@@ -36,12 +53,13 @@ class BulkheadFull(Exception):
 
 
 class Bulkhead:
-    def __init__(self, upstream: str, options: BulkheadOptions) -> None:
+    def __init__(self, upstream: str, options: BulkheadOptions, metrics: BulkheadMetrics) -> None:
         self.upstream = upstream
         self.options = options
         self._slots = threading.BoundedSemaphore(options.max_concurrent)
-        self._in_flight = metrics.BULKHEAD_IN_FLIGHT.labels(upstream)
-        self._queued = metrics.BULKHEAD_QUEUED.labels(upstream)
+        self._in_flight = metrics.in_flight.labels(upstream)
+        self._queued = metrics.queued.labels(upstream)
+        self.rejections = metrics.rejections.labels(upstream)
         self._in_flight.set(0)
         self._queued.set(0)
         self._per_key: dict[str, int] = {}
@@ -109,3 +127,31 @@ class Bulkhead:
             waited = time.perf_counter() - started
         self._in_flight.inc()
         return waited
+
+
+@dataclass(frozen=True)
+class BulkheadStage:
+    """Holds one slot of ``bulkhead`` (and of the caller's share) around the rest."""
+
+    bulkhead: Bulkhead
+    prefix: str  # of span attributes and events: ``<prefix>.bulkhead.wait_ms``
+    name: str = "bulkhead"
+
+    def __call__(self, call: Call, rest: Next) -> Reply:
+        bulkhead = self.bulkhead
+        if not bulkhead.options.enabled:
+            return rest(call)
+        key = call.caller()
+        wait = None if call.deadline is None else call.deadline.remaining()
+        try:
+            waited = bulkhead.acquire(wait, key)
+        except BulkheadFull:
+            bulkhead.rejections.inc()
+            call.span.add_event(f"{self.prefix}.bulkhead_rejected")
+            raise
+        if waited:
+            call.span.set_attribute(f"{self.prefix}.bulkhead.wait_ms", round(waited * 1000, 3))
+        try:
+            return rest(call)
+        finally:
+            bulkhead.release(key)

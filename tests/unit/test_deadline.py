@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from gateway.deadline import UNBOUNDED_S, Deadline, DeadlineExceeded
-from gateway.policy import DeadlineOptions
 from servoscope.resilience.clock import ManualClock
+from servoscope.resilience.deadline import UNBOUNDED_S, Deadline, DeadlineExceeded
+from servoscope.resilience.options import DeadlineOptions
 
 
 def test_the_deadline_counts_down_and_then_refuses() -> None:

@@ -1,5 +1,6 @@
 """Retries: Retry-After in both forms, which requests may be retried, and
-:meth:`RetryPolicy.run` driven by a scripted upstream on a manual clock (no sleep)."""
+:meth:`RetryPolicy.run` driven by a scripted upstream on a manual clock (no sleep), with
+the gateway's policy (budget, backoff) and the motion planner's (no budget, no backoff)."""
 
 from __future__ import annotations
 
@@ -8,13 +9,15 @@ from collections.abc import Callable
 
 import pytest
 
-from gateway.budget import RetryBudget
-from gateway.deadline import Deadline, DeadlineExceeded
-from gateway.policy import DeadlineOptions, RetryBudgetOptions, RetryOptions
-from gateway.retry import AttemptFailed, RetryPolicy, retry_after_s, retryable
 from servoscope.outbound import Reply
+from servoscope.resilience.attempt import AttemptFailed
 from servoscope.resilience.breaker import BreakerOpen
+from servoscope.resilience.budget import RetryBudget
 from servoscope.resilience.clock import ManualClock
+from servoscope.resilience.deadline import Deadline, DeadlineExceeded
+from servoscope.resilience.options import DeadlineOptions, RetryBudgetOptions, RetryOptions
+from servoscope.resilience.pipeline import retryable
+from servoscope.resilience.retry import RetryPolicy, retry_after_s
 from servoscope.resilience.sharedstate import SharedState
 
 Outcome = Reply | Exception
@@ -51,7 +54,7 @@ def run(
     upstream = Upstream(clock, *script)
     spent = RetryBudget("up", budget or RetryBudgetOptions(), SharedState.local(), clock)
     spent.record_request(spent.second())
-    policy = RetryPolicy(options or RetryOptions(backoff_max_s=0.5), spent, clock)
+    policy = RetryPolicy(options or RetryOptions(backoff_max_s=0.5), "up", spent, clock)
     deadline = Deadline.start(DeadlineOptions(total_s=total_s), None, clock)
     return (
         lambda: policy.run(upstream, may_retry=may_retry, deadline=deadline),

@@ -20,8 +20,8 @@ import threading
 
 import redis
 
-from gateway.policy import RetryBudgetOptions
 from servoscope.resilience.clock import SYSTEM_CLOCK, Clock
+from servoscope.resilience.options import RetryBudgetOptions
 from servoscope.resilience.sharedstate import SharedState
 
 

@@ -1,7 +1,7 @@
-"""The overall deadline of one request, and the header that carries it downstream.
+"""The overall deadline of one call, and the header that carries it downstream.
 
-The route's ``total_s`` (or less, when the caller sent ``X-Request-Deadline-Ms``) starts
-when the request enters the pipeline. Every attempt's timeouts are cut to what is left,
+``total_s`` (or less, when the caller sent ``X-Request-Deadline-Ms``) starts when the
+call enters the deadline stage. Every attempt's timeouts are cut to what is left,
 a retry is not started when its backoff would end past it, and each attempt tells the
 upstream how many milliseconds remain, so no hop waits longer than its caller will.
 """
@@ -11,8 +11,10 @@ from __future__ import annotations
 import contextlib
 from dataclasses import dataclass, field
 
-from gateway.policy import DeadlineOptions
+from servoscope.outbound import Reply
 from servoscope.resilience.clock import SYSTEM_CLOCK, Clock
+from servoscope.resilience.options import DeadlineOptions
+from servoscope.resilience.pipeline import Call, Next
 
 DEADLINE_HEADER = "X-Request-Deadline-Ms"
 UNBOUNDED_S = 30.0  # with the stage off: gunicorn's worker timeout is the only limit
@@ -51,3 +53,16 @@ class Deadline:
 
     def header_value(self) -> str:
         return str(max(0, int(self.remaining() * 1000)))
+
+
+@dataclass(frozen=True)
+class DeadlineStage:
+    """Starts the call's deadline; the stages inside it read what is left."""
+
+    options: DeadlineOptions
+    clock: Clock = field(default=SYSTEM_CLOCK, repr=False)
+    name: str = "deadline"
+
+    def __call__(self, call: Call, rest: Next) -> Reply:
+        call.deadline = Deadline.start(self.options, call.inbound_deadline_ms(), self.clock)
+        return rest(call)
