@@ -15,7 +15,6 @@ from services.motion.moves import MoveManager
 from services.motion.servo_link import ServoLink
 from servoscope import streams
 from servoscope.appfactory import create_app as create_base_app
-from servoscope.resilience.breaker import BreakerOptions
 from servoscope.settings import load
 
 SERVICE_NAME = "motion-planner"
@@ -26,13 +25,12 @@ def create_app() -> Flask:
     config = load_config(settings)
     app = create_base_app(SERVICE_NAME, settings=settings, operations=contract.operations(config))
     app.extensions["motion.config"] = config
-    breaker = BreakerOptions(failures=config.breaker_failures, reset_s=config.breaker_reset_s)
     events = streams.StreamPublisher(
         streams.redis_url(settings), streams.MOVE_EVENTS, streams.load_options(settings)
     )
     app.extensions["motion.manager"] = MoveManager(
         config,
-        ServoLink(config.servo_url, config.setpoint_timeout_s, breaker),
+        ServoLink(config),
         events,
         streams.producer_name(SERVICE_NAME),
     )

@@ -1,30 +1,40 @@
 """The motion planner's one way to the servo controller: read an angle, send a setpoint.
 
-The same protections as the gateway's, from :mod:`servoscope.resilience`: a circuit
-breaker (not locked over the call) so a dead servo controller is refused at once
-instead of costing every setpoint its timeouts, a timeout on every attempt, and a
-bounded retry that is safe because each setpoint carries an ``Idempotency-Key``
-(move id + index) and so can never be applied twice. Failures surface as
-:class:`ServoUnavailable` with a reason a person can read in ``GET /moves/{id}``.
+A pipeline of the resilience core (:mod:`servoscope.resilience.pipeline`), with the
+planner's own policy (:class:`~services.motion.config.MotionConfig`): retry → breaker →
+attempt timeout → transport. A setpoint gets two attempts with no wait between them (the
+50 Hz loop has no time to wait in), which is safe because each carries an
+``Idempotency-Key`` (move id + index) and so can never be applied twice; any 5xx or lost
+answer is worth the second attempt, a 4xx is a refusal (not retried, not counted against
+the servo controller). The breaker (not locked over the call) refuses at once while the
+servo controller is dead instead of costing every setpoint its timeouts. Failures surface
+as :class:`ServoUnavailable` with a reason a person can read in ``GET /moves/{id}``.
 """
 
 from __future__ import annotations
 
 import json
+from typing import Any
 
 from prometheus_client import Counter, Gauge
 
-from servoscope.outbound import RequestUnsendable, UpstreamClient, UpstreamError
-from servoscope.resilience.blame import counts_against_upstream
-from servoscope.resilience.breaker import (
-    Breaker,
-    BreakerMetrics,
-    BreakerOpen,
-    BreakerOptions,
+from services.motion.config import MotionConfig
+from servoscope.outbound import RequestUnsendable, UpstreamClient
+from servoscope.resilience.attempt import (
+    AttemptFailed,
+    AttemptTimeoutStage,
+    BreakerStage,
+    Client,
+    OneTarget,
+    TransportStage,
 )
+from servoscope.resilience.breaker import Breaker, BreakerMetrics, BreakerOpen
+from servoscope.resilience.clock import SYSTEM_CLOCK, Clock
+from servoscope.resilience.pipeline import Call, Pipeline
+from servoscope.resilience.retry import RetryPolicy, RetryStage
 from servoscope.resilience.sharedstate import SharedState
 
-ATTEMPTS = 2
+ANY_5XX = frozenset(range(500, 600))  # the servo controller's own failure: try once more
 BREAKER = BreakerMetrics(
     Gauge(
         "motion_breaker_state",
@@ -44,43 +54,45 @@ class ServoUnavailable(Exception):
 
 
 class ServoLink:
-    def __init__(self, base_url: str, timeout_s: float, breaker: BreakerOptions) -> None:
-        self.client = UpstreamClient("servo-controller", base_url)
-        self.timeout_s = timeout_s
-        instance = base_url.split("://", 1)[-1]
-        self.breaker = Breaker("servo", instance, breaker, SharedState.local(), BREAKER)
+    def __init__(
+        self,
+        config: MotionConfig,
+        client: Client | None = None,  # a scripted one in unit tests
+        clock: Clock = SYSTEM_CLOCK,
+    ) -> None:
+        client = client or UpstreamClient("servo-controller", config.servo_url)
+        instance = config.servo_url.split("://", 1)[-1]
+        self.breaker = Breaker(
+            "servo", instance, config.breaker, SharedState.local(), BREAKER, clock=clock
+        )
+        retry = RetryPolicy(config.retry, "servo", clock=clock, prefix="motion", retry_on=ANY_5XX)
+        self.pipeline = Pipeline(
+            [
+                RetryStage(retry),
+                BreakerStage(OneTarget(client, self.breaker)),
+                AttemptTimeoutStage(config.attempt_timeout),
+                TransportStage("servo controller"),
+            ]
+        )
 
-    def _call(self, method: str, path: str, body: bytes | None, headers: dict[str, str]):
-        last = "no attempt made"
-        for attempt in range(1, ATTEMPTS + 1):
-            try:
-                self.breaker.admit()
-            except BreakerOpen as refused:
-                raise ServoUnavailable(f"servo controller unavailable: {refused}") from None
-            try:
-                reply = self.client.request(
-                    method,
-                    path,
-                    body=body,
-                    headers=headers,
-                    timeout=self.timeout_s,
-                    attempt=attempt,
-                )
-            except RequestUnsendable as exc:
-                self.breaker.record_outcome(exc)  # not counted: nothing was sent
-                raise ServoUnavailable(f"the setpoint could not be sent: {exc}") from None
-            except UpstreamError as exc:
-                self.breaker.record_outcome(exc)
-                last = f"servo controller unreachable: {exc}"
-                continue
-            self.breaker.record_outcome(reply)  # a 4xx is our request's fault, not its
-            if not counts_against_upstream(reply):
-                if reply.status >= 400:
-                    detail = _detail(reply.body)
-                    raise ServoUnavailable(f"servo controller refused: {reply.status} {detail}")
-                return reply.json()
-            last = f"servo controller answered {reply.status} {_detail(reply.body)}"
-        raise ServoUnavailable(last)
+    def _call(self, method: str, path: str, body: bytes | None, headers: dict[str, str]) -> Any:
+        try:
+            reply = self.pipeline(Call(method=method, path=path, body=body, outbound=headers))
+        except BreakerOpen as refused:
+            raise ServoUnavailable(f"servo controller unavailable: {refused}") from None
+        except RequestUnsendable as exc:  # not counted: nothing was sent
+            raise ServoUnavailable(f"the setpoint could not be sent: {exc}") from None
+        except AttemptFailed as failed:  # both attempts got no answer
+            raise ServoUnavailable(f"servo controller unreachable: {failed.cause}") from None
+        if reply.status >= 500:  # on both attempts
+            raise ServoUnavailable(
+                f"servo controller answered {reply.status} {_detail(reply.body)}"
+            )
+        if reply.status >= 400:  # our request's fault, not its: counted as an answer
+            raise ServoUnavailable(
+                f"servo controller refused: {reply.status} {_detail(reply.body)}"
+            )
+        return reply.json()
 
     def current_angle(self, channel: int) -> float:
         return float(self._call("GET", f"/current-angle?channel={channel}", None, {})["angle"])

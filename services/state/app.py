@@ -18,43 +18,78 @@ from urllib.parse import urlsplit
 from flask import Flask, Response, jsonify
 
 from services.state import contract, dependencies, metrics
-from services.state.config import load_config
+from services.state.config import StateConfig, load_config
 from services.state.sections import Section, SectionGatherer
 from servoscope.appfactory import create_app as create_base_app
 from servoscope.outbound import UpstreamClient
-from servoscope.resilience.breaker import Breaker, BreakerOptions
+from servoscope.resilience.attempt import (
+    AttemptTimeoutStage,
+    BreakerStage,
+    Client,
+    OneTarget,
+    TransportStage,
+)
+from servoscope.resilience.breaker import Breaker
+from servoscope.resilience.clock import SYSTEM_CLOCK, Clock
+from servoscope.resilience.deadline import DeadlineStage
+from servoscope.resilience.pipeline import Pipeline
 from servoscope.resilience.sharedstate import SharedState
 from servoscope.settings import load
 
 SERVICE_NAME = "device-state"
 
 
+def section_pipeline(
+    name: str,
+    url: str,
+    config: StateConfig,
+    client: Client | None = None,  # a scripted one in unit tests
+    clock: Clock = SYSTEM_CLOCK,
+) -> Pipeline:
+    """One neighbour's pipeline: deadline → breaker → attempt timeout → transport, with
+    a breaker of its own in this worker."""
+    breaker = Breaker(
+        name,
+        urlsplit(url).netloc,
+        config.breaker,
+        SharedState.local(),
+        metrics.BREAKER,
+        clock=clock,
+    )
+    return Pipeline(
+        [
+            DeadlineStage(config.deadline, clock),
+            BreakerStage(OneTarget(client or UpstreamClient(name, url), breaker)),
+            AttemptTimeoutStage(config.attempt_timeout),
+            TransportStage(name),
+        ]
+    )
+
+
 def create_app() -> Flask:
     settings = load()
     config = load_config(settings)
     app = create_base_app(SERVICE_NAME, settings=settings, operations=contract.operations(config))
-    options = BreakerOptions(failures=config.breaker_failures, reset_s=config.breaker_reset_s)
-    local = SharedState.local()  # one breaker per dependency in this worker
-
-    def section(name: str, url: str, fetch) -> Section:  # type: ignore[no-untyped-def]
-        client = UpstreamClient(name, url)
-        breaker = Breaker(name, urlsplit(url).netloc, options, local, metrics.BREAKER)
-        return Section(name, lambda: fetch(client), breaker)
-
-    timeout = config.timeout_s
+    get = {
+        name: dependencies.get_json(section_pipeline(name, url, config), name)
+        for name, url in (
+            ("servo", config.servo_url),
+            ("motion", config.motion_url),
+            ("telemetry", config.telemetry_url),
+        )
+    }
     gatherer = SectionGatherer(
         [
-            section("servo", config.servo_url, lambda c: dependencies.servo_status(c, timeout)),
-            section("motion", config.motion_url, lambda c: dependencies.active_moves(c, timeout)),
-            section(
+            Section("servo", lambda: dependencies.servo_status(get["servo"])),
+            Section("motion", lambda: dependencies.active_moves(get["motion"])),
+            Section(
                 "telemetry",
-                config.telemetry_url,
-                lambda c: dependencies.recent_telemetry(
-                    c, timeout, config.recent_telemetry_s, config.recent_telemetry_limit
+                lambda: dependencies.recent_telemetry(
+                    get["telemetry"], config.recent_telemetry_s, config.recent_telemetry_limit
                 ),
             ),
         ],
-        timeout,
+        config.timeout_s,
     )
 
     @app.get("/state")

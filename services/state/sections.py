@@ -1,6 +1,12 @@
-"""The sections of ``GET /state``: each fetched in parallel, each with its own timeout
-and breaker, each answered on its own — a dead dependency marks its section
-``unavailable`` (with the last good data and its age) and never fails the whole.
+"""The sections of ``GET /state``: each fetched in parallel, each through its own
+pipeline of the resilience core (its own deadline, breaker and attempt timeout), each
+answered on its own — a dead dependency marks its section ``unavailable`` (with the last
+good data and its age) and never fails the whole.
+
+The breaker is the section pipeline's: an open one refuses at once, and an attempt's
+outcome is counted when it ends, which its deadline puts within ``timeout_s`` of its
+start. The gatherer waits that long (and a little, for the thread to report) for every
+section at once.
 """
 
 from __future__ import annotations
@@ -10,25 +16,20 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 from opentelemetry import context
 
+from servoscope.resilience.attempt import AttemptFailed
+from servoscope.resilience.breaker import BreakerOpen
 
-class Guard(Protocol):
-    """A circuit breaker: ``admit`` raises when open; ``record_outcome`` counts what
-    :func:`~servoscope.resilience.blame.blame` puts on the dependency."""
-
-    def admit(self) -> str: ...
-
-    def record_outcome(self, outcome: Any) -> None: ...
+REPORT_S = 0.05  # beyond the timeout, for a section's thread to hand its outcome over
 
 
 @dataclass
 class Section:
     name: str
-    fetch: Callable[[], Any]  # raises on any failure
-    guard: Guard
+    fetch: Callable[[], Any]  # through the section's pipeline; raises on any failure
     last_good: Any = None
     last_good_at: float | None = None
 
@@ -42,8 +43,8 @@ class SectionGatherer:
     def __init__(self, sections: list[Section], timeout_s: float) -> None:
         self.sections = sections
         self.timeout_s = timeout_s
-        # Enough threads for every section of several concurrent requests; a fetch that
-        # outlives its timeout still ends by its own HTTP timeout.
+        # Enough threads for every section of several concurrent requests; a fetch ends
+        # by its own deadline.
         self._pool = ThreadPoolExecutor(max_workers=4 * len(sections), thread_name_prefix="state")
 
     def _run(self, section: Section, ctx: context.Context) -> Any:
@@ -56,37 +57,28 @@ class SectionGatherer:
     def gather(self) -> dict[str, dict[str, Any]]:
         started = time.monotonic()
         ctx = context.get_current()
-        futures: dict[str, Future[Any] | Exception] = {}
-        for section in self.sections:
-            try:
-                section.guard.admit()
-            except Exception as refused:  # the breaker is open: don't even ask
-                futures[section.name] = refused
-                continue
-            futures[section.name] = self._pool.submit(self._run, section, ctx)
-        answer = {}
-        for section in self.sections:
-            outcome = futures[section.name]
-            answer[section.name] = self._settle(section, outcome, started)
-        return answer
+        futures = {s.name: self._pool.submit(self._run, s, ctx) for s in self.sections}
+        return {s.name: self._settle(s, futures[s.name], started) for s in self.sections}
 
-    def _settle(
-        self, section: Section, outcome: Future[Any] | Exception, started: float
-    ) -> dict[str, Any]:
-        if isinstance(outcome, Exception):
-            return self._unavailable(section, f"circuit breaker open: {outcome}")
-        remaining = max(0.0, self.timeout_s - (time.monotonic() - started))
+    def _settle(self, section: Section, outcome: Future[Any], started: float) -> dict[str, Any]:
+        remaining = max(0.0, self.timeout_s + REPORT_S - (time.monotonic() - started))
         try:
             data = outcome.result(timeout=remaining)
-        except FutureTimeout as exc:
-            section.guard.record_outcome(exc)
+        except FutureTimeout:
             return self._unavailable(section, f"no answer within {self.timeout_s}s")
         except Exception as exc:  # any failure of a dependency is this section's problem only
-            section.guard.record_outcome(exc)
-            return self._unavailable(section, f"{type(exc).__name__}: {exc}")
-        section.guard.record_outcome(200)
+            return self._unavailable(section, self._reason(exc))
         section.remember(data)
         return {"status": "ok", "data": data}
+
+    def _reason(self, exc: Exception) -> str:
+        if isinstance(exc, BreakerOpen):
+            return f"circuit breaker open: {exc}"
+        if isinstance(exc, AttemptFailed):
+            if exc.status == 504:
+                return f"no answer within {self.timeout_s}s"
+            exc = exc.cause or exc  # what the client saw: could not connect, broke off
+        return f"{type(exc).__name__}: {exc}"
 
     @staticmethod
     def _unavailable(section: Section, reason: str) -> dict[str, Any]:

@@ -26,9 +26,10 @@ from servoscope.resilience.options import AttemptTimeoutOptions
 from servoscope.resilience.pipeline import Call, Next
 
 
-class AttemptFailed(Exception):
+class AttemptFailed(UpstreamError):
     """An attempt got no answer: ``status`` is what a proxy would say (502, or 504 for a
-    timeout); ``cause`` is the client's error."""
+    timeout); ``cause`` is the client's error. The upstream's fault
+    (:func:`~servoscope.resilience.blame.blame`), like the error it wraps."""
 
     def __init__(self, status: int, detail: str, cause: UpstreamError | None = None) -> None:
         super().__init__(detail)

@@ -69,6 +69,7 @@ class RetryOptions:
     backoff_base_s: float = 0.05
     backoff_max_s: float = 1.0
     retry_after_max_s: float = 2.0  # a longer Retry-After is not worth waiting for
+    honour_retry_after: bool = True  # off: the backoff alone decides (none: at once)
 
     def __post_init__(self) -> None:
         positive(self.max_attempts, "max_attempts")

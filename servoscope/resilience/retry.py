@@ -7,8 +7,9 @@ retried only when all of these hold:
 - the call may be retried (:meth:`Call.may_retry`: an idempotent method, or a command
   carrying ``Idempotency-Key``);
 - attempts are left (``max_attempts``);
-- the wait (the upstream's ``Retry-After``, seconds or HTTP-date, else full-jitter backoff;
-  none at all when ``backoff_max_s`` is 0) ends before the call's deadline, if it has one;
+- the wait (the upstream's ``Retry-After``, seconds or HTTP-date, unless
+  ``honour_retry_after`` is off; else full-jitter backoff, none at all when
+  ``backoff_max_s`` is 0) ends before the call's deadline, if it has one;
 - the upstream's :class:`~servoscope.resilience.budget.RetryBudget`, if it has one, still
   has a retry to spend.
 
@@ -66,7 +67,9 @@ def retry_after_s(value: str | None, now: float) -> float | None:
 @dataclass(frozen=True)
 class RetryPolicy:
     """When to try again. ``upstream`` labels the metrics; ``prefix`` names the span
-    events (``<prefix>.retry``, ``<prefix>.retry_gave_up``, ...)."""
+    events (``<prefix>.retry``, ``<prefix>.retry_gave_up``, ...). The retries are taken
+    from ``budget``; the requests its ratio is of are the caller's to count (the gateway
+    counts each with its first attempt's outcome, in the same round trip)."""
 
     options: RetryOptions
     upstream: str
@@ -140,7 +143,11 @@ class RetryPolicy:
             reply: Reply = outcome.result()
             if reply.status not in self.retry_on:
                 return -1
-            hinted = retry_after_s(_header(reply.headers, "Retry-After"), self.clock.time())
+            hinted = (
+                retry_after_s(_header(reply.headers, "Retry-After"), self.clock.time())
+                if self.options.honour_retry_after
+                else None
+            )
             if hinted is not None and hinted > self.options.retry_after_max_s:
                 return self._gave_up("the upstream asked for a longer pause")
             wait = jitter(state) if hinted is None else hinted

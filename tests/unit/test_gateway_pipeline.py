@@ -19,11 +19,13 @@ from werkzeug.wrappers import Request
 from gateway.pipeline import Call, Pipeline
 from gateway.proxy import Answer
 from gateway.routing import load_routes
-from servoscope.outbound import Reply, Timeout, UpstreamError
+from servoscope.outbound import Reply, UpstreamError
 from servoscope.problems import Problem
 from servoscope.resilience.clock import ManualClock
 from servoscope.resilience.sharedstate import SharedState
 from servoscope.settings import load
+from tests.unit.scripted import ScriptedClient
+from tests.unit.scripted import reply as ok
 
 TABLE = """
 upstreams:
@@ -44,25 +46,6 @@ routes:
 """
 
 
-class ScriptedUpstream:
-    """An instance's client that answers from a script; records every attempt."""
-
-    def __init__(self, *script: Reply | Exception) -> None:
-        self.script = list(script)
-        self.attempts: list[dict] = []
-
-    def request(self, method: str, path: str, *, timeout: Timeout, **sent) -> Reply:
-        self.attempts.append({"method": method, "path": path, "timeout": timeout, **sent})
-        outcome = self.script.pop(0)
-        if isinstance(outcome, Exception):
-            raise outcome
-        return outcome
-
-
-def ok(status: int = 200, **headers: str) -> Reply:
-    return Reply(status, {k.replace("_", "-"): v for k, v in headers.items()}, b'{"ok": true}')
-
-
 @pytest.fixture
 def rig(tmp_path: Path):
     (tmp_path / "routes.yaml").write_text(textwrap.dedent(TABLE))
@@ -70,8 +53,8 @@ def rig(tmp_path: Path):
     clock = ManualClock()
     pipeline = Pipeline(table, SharedState.local(), clock=clock)
 
-    def script(*outcomes: Reply | Exception) -> ScriptedUpstream:
-        upstream = ScriptedUpstream(*outcomes)
+    def script(*outcomes: Reply | Exception) -> ScriptedClient:
+        upstream = ScriptedClient(*outcomes)
         pipeline.balancers["up"].members[0].client = upstream  # type: ignore[assignment]
         return upstream
 
