@@ -28,7 +28,7 @@ from servoscope.resilience.breaker import BREAKER_FIELDS, BreakerView
 from servoscope.resilience.sharedstate import SharedState
 
 # A retry budget's request counter for this second, and its time to live in seconds
-# (:meth:`gateway.budget.RetryBudget.request_count`).
+# (:meth:`servoscope.resilience.budget.RetryBudget.request_key`).
 BudgetCount = tuple[str, int]
 
 # KEYS[1]: the bucket ('' when the route is not rate limited), KEYS[2]: the retry
