@@ -141,17 +141,18 @@ class Pipeline:
             metrics.RETRY,
             PREFIX,
         )
-        stages: dict[str, core.Stage] = {
-            "rate limit": core.Named("rate limit", self._rate_limit_stage),
-            "request check": core.Named("request check", self._request_stage),
-            "deadline": DeadlineStage(route.deadline, self.clock),
-            "bulkhead": BulkheadStage(self.bulkheads[upstream], PREFIX),
-            "retry (budget)": RetryStage(retry),
-            "breaker": BreakerStage(self),
-            "attempt timeout": AttemptTimeoutStage(route.attempt_timeout),
-            "transport": TransportStage(upstream),
-        }
-        if list(stages) != [spec.name for spec in ORDER]:
+        built: tuple[core.Stage, ...] = (
+            core.Named("rate limit", self._rate_limit_stage),
+            core.Named("request check", self._request_stage),
+            DeadlineStage(route.deadline, self.clock),
+            BulkheadStage(self.bulkheads[upstream], PREFIX),
+            RetryStage(retry),
+            BreakerStage(self),
+            AttemptTimeoutStage(route.attempt_timeout),
+            TransportStage(upstream),
+        )
+        stages = {stage.name: stage for stage in built}  # put in ORDER's order below
+        if sorted(stages) != sorted(spec.name for spec in ORDER):
             raise RuntimeError(f"the pipeline's stages {list(stages)} are not gateway.stages.ORDER")
         return core.Pipeline([stages[spec.name] for spec in ORDER])
 
