@@ -10,7 +10,9 @@ observer wraps both, so spans, metrics and access logs are the same either way.
 
 Why not Flask views: measured (bench/bench_gateway.py notes), Flask's per-request
 dispatch (request context, URL adapter, before/after hooks, response conversion) was a
-sizeable share of the gateway's CPU per proxied request.
+sizeable share of the gateway's CPU per proxied request. For the same reason the
+pipeline reads the request through :class:`gateway.proxy.ProxiedRequest`, a view of the
+environ, rather than werkzeug's ``Request``.
 """
 
 from __future__ import annotations
@@ -23,10 +25,10 @@ from flask import Response
 from opentelemetry import trace
 from werkzeug.exceptions import MethodNotAllowed, NotFound
 from werkzeug.routing import Map, RequestRedirect, Rule
-from werkzeug.wrappers import Request
 
 from gateway.auth import KeyStore, require_scope
 from gateway.pipeline import Call, Pipeline
+from gateway.proxy import ProxiedRequest
 from gateway.routing import Operation, Route, RouteTable
 from servoscope.inbound import REQUEST_ID_KEY, ROUTE_KEY
 from servoscope.problems import Problem, from_http_exception, problem_response
@@ -87,7 +89,7 @@ class ProxyDispatcher:
                     Call(
                         route=route,
                         operation=op,
-                        request=Request(environ),
+                        request=ProxiedRequest(environ),
                         key_name=key.name,
                         request_id=environ.get(REQUEST_ID_KEY, ""),
                         span=trace.get_current_span(),

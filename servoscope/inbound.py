@@ -12,19 +12,19 @@ already rendered, so that is when the work is done.
 
 from __future__ import annotations
 
-import logging
+import os
 import re
 import time
-import uuid
 from collections.abc import Callable, Iterable
 from typing import Any
 
 from flask import Flask, request
 from opentelemetry import context, propagate, trace
-from opentelemetry.propagators.textmap import Getter
+from opentelemetry.propagators.textmap import Getter, TextMapPropagator
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from servoscope import metrics
+from servoscope.jsonlog import log_access
 
 QUIET_PATHS = frozenset({"/metrics", "/healthz", "/readyz"})
 REQUEST_ID_HEADER = "X-Request-ID"
@@ -33,8 +33,8 @@ _REQUEST_ID_OK = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 ROUTE_KEY = "servoscope.route"
 REQUEST_ID_KEY = "servoscope.request_id"
 
-access_log = logging.getLogger("servoscope.access")
 tracer = trace.get_tracer("servoscope.inbound")
+NO_PARENT = context.Context()
 
 WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 
@@ -49,14 +49,30 @@ class _EnvironGetter(Getter[dict[str, Any]]):
 
 
 _getter = _EnvironGetter()
+# The propagator in force and the environ keys of the fields it reads.
+_propagation: tuple[TextMapPropagator | None, frozenset[str]] = (None, frozenset())
+
+
+def parent_context(environ: dict[str, Any]) -> context.Context:
+    """The caller's trace context, or none when the request carries no field the
+    propagator reads (most requests: then the propagators are not run at all)."""
+    global _propagation
+    propagator, keys = _propagation
+    current = propagate.get_global_textmap()
+    if propagator is not current:
+        keys = frozenset("HTTP_" + f.upper().replace("-", "_") for f in current.fields)
+        _propagation = (current, keys)
+    if keys.isdisjoint(environ):
+        return NO_PARENT
+    return propagate.extract(environ, getter=_getter)
 
 
 def request_id(environ: dict[str, Any]) -> str:
-    """The caller's ``X-Request-ID`` when it is sane, else a fresh one."""
+    """The caller's ``X-Request-ID`` when it is sane, else a fresh one (32 hex digits)."""
     given = environ.get("HTTP_X_REQUEST_ID")
     if given and _REQUEST_ID_OK.match(given):
         return given
-    return uuid.uuid4().hex
+    return os.urandom(16).hex()
 
 
 # A refused body is read and dropped, up to this much, before the answer goes out: a
@@ -98,7 +114,7 @@ class InboundObserver:
 
         # start_span and attach rather than start_as_current_span: the same span, without
         # the context-manager layers (measured on the gateway's hot path, BENCHMARKS.md).
-        parent = propagate.extract(environ, getter=_getter)
+        parent = parent_context(environ)
         span = tracer.start_span(
             method,
             context=parent,
@@ -114,7 +130,10 @@ class InboundObserver:
             },
         )
         span_context = span.get_span_context()
-        trace_id = format(span_context.trace_id, "032x") if span_context.is_valid else ""
+        trace_id = span_id = ""
+        if span_context.is_valid:
+            trace_id = format(span_context.trace_id, "032x")
+            span_id = format(span_context.span_id, "016x")
         token = context.attach(trace.set_span_in_context(span, parent))
         try:
             body = self.app(environ, _responder(start_response, outcome, rid, trace_id))
@@ -128,13 +147,11 @@ class InboundObserver:
                 drain_refused_body(environ)
             if status >= 500:
                 span.set_status(Status(StatusCode.ERROR))
-            elapsed = self._measure(environ, method, started, outcome)
-            access_log.info(
-                "%s %s %d",
-                method,
-                path,
-                status,
-                extra={
+            sampled = trace_id and span_context.trace_flags.sampled
+            elapsed = self._measure(environ, method, started, outcome, trace_id if sampled else "")
+            log_access(
+                f"{method} {path} {status}",
+                {
                     "request_id": rid,
                     "method": method,
                     "route": route or "",
@@ -142,6 +159,8 @@ class InboundObserver:
                     "status": status,
                     "latency_ms": round(elapsed * 1000, 3),
                 },
+                trace_id,
+                span_id,
             )
         finally:
             context.detach(token)
@@ -149,11 +168,15 @@ class InboundObserver:
         return body
 
     @staticmethod
-    def _measure(environ: dict[str, Any], method: str, started: float, outcome: dict) -> float:
+    def _measure(
+        environ: dict[str, Any], method: str, started: float, outcome: dict, trace_id: str = ""
+    ) -> float:
+        """Observe the duration, with ``trace_id`` (the request's sampled trace) as exemplar."""
         elapsed = time.perf_counter() - started
         route = environ.get(ROUTE_KEY) or "unmatched"
-        metrics.observe(
-            metrics.SERVER_DURATION, elapsed, method, route, str(outcome.get("status", 500))
+        status = str(outcome.get("status", 500))
+        metrics.SERVER_DURATION.labels(method, route, status).observe(
+            elapsed, exemplar={"trace_id": trace_id} if trace_id else None
         )
         return elapsed
 

@@ -164,9 +164,16 @@ class UpstreamClient:
             self._idle.append(conn)
 
     def _exchange(
-        self, method: str, path: str, body: bytes | None, headers: dict[str, str], timeout: Timeout
+        self,
+        method: str,
+        path: str,
+        body: bytes | None,
+        headers: dict[str, str],
+        timeout: Timeout,
+        checked: bool,
     ) -> Reply:
-        check_sendable(path, headers)  # before a connection is taken: nothing goes out
+        if not checked:
+            check_sendable(path, headers)  # before a connection is taken: nothing goes out
         started = time.monotonic()
         connect_s = min(timeout.connect, timeout.total or timeout.connect)
         try:
@@ -208,12 +215,16 @@ class UpstreamClient:
         timeout: float | Timeout = 5.0,
         attempt: int = 1,
         attributes: dict[str, str | int | float | bool] | None = None,
+        checked: bool = False,
     ) -> Reply:
         """Send one attempt; raises :class:`UpstreamError`, :class:`UpstreamTimeout`, or
         :class:`RequestUnsendable` when nothing could be sent.
 
         ``timeout`` is seconds for connect and read alike, or a :class:`Timeout`;
         ``attributes`` are added to the client span (the gateway's resilience decisions).
+        ``checked``: the caller already ran :func:`check_sendable` on ``path`` and
+        ``headers`` (the gateway does, to refuse the client's mistake before any attempt);
+        what it adds after that check must be sendable by construction.
         """
         started = time.perf_counter()
         status = 0
@@ -237,7 +248,7 @@ class UpstreamClient:
         if not isinstance(timeout, Timeout):
             timeout = Timeout(timeout, timeout)
         try:
-            reply = self._exchange(method, path, body, sent, timeout)
+            reply = self._exchange(method, path, body, sent, timeout, checked)
             status = reply.status
             span.set_attribute("http.response.status_code", status)
             if status >= 500:
