@@ -36,10 +36,17 @@ WRK_THREADS = 2
 DURATION_S = 6
 PACED_CONNECTIONS = 8
 BARE = "reference: bare proxy on gevent (bench/bare_proxy.py)"
+GTHREAD = "gateway, tracing on, gthread worker (1 x 16 threads; the former default)"
+SHARED = "gateway, tracing on, 2 gevent workers, state shared in Redis"
 # [telemetry] sampling_ratio as production runs it, beside the stack's 1.0 (every trace).
 SAMPLING_RATIOS = (0.1, 0.01)
-# CPU per request against the bare proxy's, untraced and traced (at ratio 1.0).
-CPU_TARGETS = {"tracing off": 1.5, "tracing on": 1.3}
+UNTRACED = "gateway, tracing off"
+TRACED = "gateway, tracing on, sampling ratio 1 (every request)"
+# CPU per request against the bare proxy's, untraced and traced (at ratio 1.0): at most.
+CPU_TARGETS = {
+    "tracing off": (UNTRACED, f"{BARE}, tracing off", 1.5),
+    "tracing on": (TRACED, f"{BARE}, tracing on", 1.3),
+}
 UPSTREAM_PATH = "/ok"
 ROUTES = """
 defaults:
@@ -280,15 +287,42 @@ def bare_proxy(
         yield url, proc.pid
 
 
-def best_of(ctx: BenchContext, url: str, pid: int | None = None) -> Run:
-    wrk(url, connections=CONNECTIONS, duration=2)  # warm up pools and caches
-    runs = []
-    for _ in range(ctx.repeats):
-        before = cpu_seconds(pid) if pid else 0.0
-        run = wrk(url, connections=CONNECTIONS, duration=DURATION_S)
-        if pid:
-            run.cpu_us = (cpu_seconds(pid) - before) * 1e6 / (run.rps * DURATION_S)
-        runs.append(run)
+@dataclass
+class Target:
+    """One path to the upstream under test, with the pid of the proxy's process tree."""
+
+    url: str
+    pid: int | None = None
+
+
+def measure(target: Target) -> Run:
+    before = cpu_seconds(target.pid) if target.pid else 0.0
+    run = wrk(target.url, connections=CONNECTIONS, duration=DURATION_S)
+    if target.pid:
+        run.cpu_us = (cpu_seconds(target.pid) - before) * 1e6 / (run.rps * DURATION_S)
+    return run
+
+
+def interleaved(ctx: BenchContext, targets: dict[str, Target]) -> dict[str, list[Run]]:
+    """``ctx.repeats`` rounds, each measuring every target once, in an order that rotates
+    from round to round: a spell of load from elsewhere on the machine then falls on
+    every target alike instead of on whichever was being measured at the time."""
+    for name, target in targets.items():
+        ctx.say(f"gateway bench: warm-up, {name}")
+        wrk(target.url, connections=CONNECTIONS, duration=2)  # pools, caches, first spans
+    runs: dict[str, list[Run]] = {name: [] for name in targets}
+    names = list(targets)
+    for round_ in range(ctx.repeats):
+        shift = round_ * max(1, len(names) // ctx.repeats)
+        order = names[shift % len(names) :] + names[: shift % len(names)]
+        load = os.getloadavg()[0]
+        ctx.say(f"gateway bench: round {round_ + 1} of {ctx.repeats}, load {load:.1f}")
+        for name in order:
+            runs[name].append(measure(targets[name]))
+    return runs
+
+
+def summary(runs: list[Run]) -> Run:
     cpu = [r.cpu_us for r in runs if r.cpu_us is not None]
     return Run(
         median([r.rps for r in runs]),
@@ -299,66 +333,66 @@ def best_of(ctx: BenchContext, url: str, pid: int | None = None) -> Run:
 
 
 def run(ctx: BenchContext) -> Section:
+    """Every proxy is started first and stays up; then the rounds of :func:`interleaved`."""
     work = ctx.work_dir / "gateway"
     work.mkdir(parents=True, exist_ok=True)
-    results: dict[str, Run] = {}
-    paced: dict[str, Run] = {}
-    traced = "gateway, tracing on"
-    with upstream(work) as upstream_url:
-        direct = upstream_url + UPSTREAM_PATH
-        ctx.say("gateway bench: direct")
-        results["direct"] = best_of(ctx, direct)
-        with nginx(work, upstream_url) as nginx_url:
-            ctx.say("gateway bench: nginx")
-            results["nginx"] = best_of(ctx, nginx_url + UPSTREAM_PATH)
-        with bare_proxy(work, upstream_url, otlp_port=None) as (bare, pid):
-            ctx.say("gateway bench: bare proxy, tracing off")
-            results[BARE + ", tracing off"] = best_of(ctx, bare + UPSTREAM_PATH, pid)
-        with gateway(work, upstream_url, otlp_port=None) as (gw, pid):
-            ctx.say("gateway bench: gateway, tracing off")
-            results["gateway, tracing off"] = best_of(ctx, gw + UPSTREAM_PATH, pid)
-        with jaeger(work) as otlp:
-            with gateway(work, upstream_url, otlp_port=otlp) as (gw, pid):
-                ctx.say("gateway bench: gateway, tracing on")
-                results[traced] = best_of(ctx, gw + UPSTREAM_PATH, pid)
-                rate = results[traced].rps / 2
-                script = paced_script(work, rate, PACED_CONNECTIONS)
-                ctx.say(f"gateway bench: paced at {rate:.0f}/s")
-                for name, url in (("direct", direct), (traced, gw + UPSTREAM_PATH)):
-                    runs = [
-                        wrk(url, connections=PACED_CONNECTIONS, duration=DURATION_S, script=script)
-                        for _ in range(ctx.repeats)
-                    ]
-                    paced[name] = Run(
-                        median([r.rps for r in runs]),
-                        median([r.p50_ms for r in runs]),
-                        median([r.p99_ms for r in runs]),
+    traced = TRACED
+    loads = [os.getloadavg()[0]]
+    with contextlib.ExitStack() as stack:
+        upstream_url = stack.enter_context(upstream(work))
+        direct = Target(upstream_url + UPSTREAM_PATH)
+        otlp = stack.enter_context(jaeger(work))
+        redis_port = stack.enter_context(redis(work))
+
+        def proxy(url_pid: tuple[str, int]) -> Target:
+            url, pid = url_pid
+            return Target(url + UPSTREAM_PATH, pid)
+
+        ctx.say("gateway bench: starting nginx, the bare proxy and every gateway")
+        targets = {
+            "direct": direct,
+            "nginx": Target(stack.enter_context(nginx(work, upstream_url)) + UPSTREAM_PATH),
+            f"{BARE}, tracing off": proxy(
+                stack.enter_context(bare_proxy(work, upstream_url, otlp_port=None))
+            ),
+            f"{BARE}, tracing on": proxy(
+                stack.enter_context(bare_proxy(work, upstream_url, otlp_port=otlp))
+            ),
+            UNTRACED: proxy(stack.enter_context(gateway(work, upstream_url, otlp_port=None))),
+            traced: proxy(stack.enter_context(gateway(work, upstream_url, otlp_port=otlp))),
+        }
+        for sampled in SAMPLING_RATIOS:
+            targets[f"gateway, tracing on, sampling ratio {sampled:g}"] = proxy(
+                stack.enter_context(
+                    gateway(work, upstream_url, otlp_port=otlp, sampling_ratio=sampled)
+                )
+            )
+        targets[GTHREAD] = proxy(
+            stack.enter_context(gateway(work, upstream_url, otlp_port=otlp, worker_class="gthread"))
+        )
+        targets[SHARED] = proxy(
+            stack.enter_context(
+                gateway(work, upstream_url, otlp_port=otlp, workers=2, redis_port=redis_port)
+            )
+        )
+        runs = interleaved(ctx, targets)
+        results = {name: summary(r) for name, r in runs.items()}
+        rate = results[traced].rps / 2
+        script = paced_script(work, rate, PACED_CONNECTIONS)
+        ctx.say(f"gateway bench: paced at {rate:.0f}/s")
+        paced_runs: dict[str, list[Run]] = {"direct": [], traced: []}
+        for _ in range(ctx.repeats):
+            for name in paced_runs:
+                paced_runs[name].append(
+                    wrk(
+                        targets[name].url,
+                        connections=PACED_CONNECTIONS,
+                        duration=DURATION_S,
+                        script=script,
                     )
-            for sampled in SAMPLING_RATIOS:
-                variant = f"gateway, tracing on, sampling ratio {sampled:g}"
-                with gateway(work, upstream_url, otlp_port=otlp, sampling_ratio=sampled) as (
-                    gw,
-                    pid,
-                ):
-                    ctx.say(f"gateway bench: {variant}")
-                    results[variant] = best_of(ctx, gw + UPSTREAM_PATH, pid)
-            with bare_proxy(work, upstream_url, otlp_port=otlp) as (bare, pid):
-                ctx.say("gateway bench: bare proxy, tracing on")
-                results[BARE + ", tracing on"] = best_of(ctx, bare + UPSTREAM_PATH, pid)
-            variant = "gateway, tracing on, gthread worker (1 x 16 threads; the former default)"
-            with gateway(work, upstream_url, otlp_port=otlp, worker_class="gthread") as (gw, pid):
-                ctx.say(f"gateway bench: {variant}")
-                results[variant] = best_of(ctx, gw + UPSTREAM_PATH, pid)
-            variant = "gateway, tracing on, 2 gevent workers, state shared in Redis"
-            with (
-                redis(work) as redis_port,
-                gateway(work, upstream_url, otlp_port=otlp, workers=2, redis_port=redis_port) as (
-                    gw,
-                    pid,
-                ),
-            ):
-                ctx.say(f"gateway bench: {variant}")
-                results[variant] = best_of(ctx, gw + UPSTREAM_PATH, pid)
+                )
+        paced = {name: summary(r) for name, r in paced_runs.items()}
+        loads.append(os.getloadavg()[0])
     nginx_rps = results["nginx"].rps
     rows: list[list[object]] = [
         [
@@ -384,16 +418,27 @@ def run(ctx: BenchContext) -> Section:
     )
     ratio = results[traced].rps / nginx_rps
     cpu_notes = []
-    for tracing, target in CPU_TARGETS.items():
-        ours = results[f"gateway, {tracing}"]
-        bare_cpu = results[f"{BARE}, {tracing}"].cpu_us
-        if ours.cpu_us and bare_cpu:
-            times = ours.cpu_us / bare_cpu
+    for tracing, (ours, bare, target) in CPU_TARGETS.items():
+        ours_cpu, bare_cpu = results[ours].cpu_us, results[bare].cpu_us
+        per_round = [
+            a.cpu_us / b.cpu_us
+            for a, b in zip(runs[ours], runs[bare], strict=True)
+            if a.cpu_us and b.cpu_us
+        ]
+        if ours_cpu and bare_cpu and per_round:
+            times = median(per_round)
             cpu_notes.append(
-                f"CPU per request, {tracing}: gateway {ours.cpu_us:,.0f} us against the bare "
-                f"proxy's {bare_cpu:,.0f} ({times:.2f}x; target <= {target}x: "
-                f"{'met' if times <= target else 'NOT met'})."
+                f"CPU per request, {tracing}: gateway {ours_cpu:,.0f} us against the bare "
+                f"proxy's {bare_cpu:,.0f}; {times:.2f}x (median of the {len(per_round)} rounds' "
+                f"ratios, from {min(per_round):.2f} to {max(per_round):.2f}; target <= "
+                f"{target}x: {'met' if times <= target else 'NOT met'})."
             )
+    untraced_cpu = results[UNTRACED].cpu_us or 0.0
+    costs = ", ".join(
+        f"{sampled:g}: {(results[name].cpu_us or 0.0) - untraced_cpu:+,.0f} us"
+        for sampled, name in [(1.0, traced)]
+        + [(r, f"gateway, tracing on, sampling ratio {r:g}") for r in SAMPLING_RATIOS]
+    )
     return Section(
         title="Gateway: throughput against nginx, latency added",
         headers=[
@@ -406,9 +451,13 @@ def run(ctx: BenchContext) -> Section:
         ],
         rows=rows,
         notes=[
-            f"wrk -t{WRK_THREADS} -c{CONNECTIONS} -d{DURATION_S}s, median of {ctx.repeats} runs "
-            "after a 2 s warm-up; wrk, nginx, the upstream, the gateway and Jaeger all share "
-            f"this machine's {os.cpu_count()} cores.",
+            f"wrk -t{WRK_THREADS} -c{CONNECTIONS} -d{DURATION_S}s. Every proxy is started "
+            "first and stays up; after a 2 s warm-up each, "
+            f"{ctx.repeats} rounds measure every row once, in an order that rotates from round "
+            "to round, so a spell of other load on the machine falls on every row alike; each "
+            "figure is the median of its rounds. wrk, nginx, the upstream, the gateways, the "
+            f"bare proxies and Jaeger all share this machine's {os.cpu_count()} cores; load "
+            f"average {loads[0]:.1f} when the run started, {loads[1]:.1f} when it ended.",
             "Upstream: a bare WSGI function answering 12 bytes of JSON under gunicorn "
             "(gthread, 1 worker, 8 threads). nginx: 1 worker, keep-alive pool of 64 to it.",
             "Gateway rows: the stack's configuration (gunicorn's gevent worker, 1 worker, local "
@@ -425,9 +474,12 @@ def run(ctx: BenchContext) -> Section:
             f"gateway's max rate: measured {added:+.2f} ms, "
             f"{'met' if added <= 1.0 else 'NOT met'}.",
             *cpu_notes,
-            "Sampling ratio rows: the same gateway with [telemetry] sampling_ratio at 0.1 and "
-            "0.01 (parent-based: a request with no sampled parent is traced with that "
-            "probability), what production runs beside the local stack's 1.0.",
+            "Sampling ratio rows: the same gateway with [telemetry] sampling_ratio "
+            "(SERVOSCOPE_TELEMETRY_SAMPLING_RATIO) at 1 (the local stack's), 0.1 and 0.01 "
+            "(parent-based: a request with no sampled parent is traced with that probability), "
+            f"what production runs. CPU per request above the untraced gateway's: {costs}. "
+            "Unsampled requests still get a trace id (X-Trace-Id, the access line) and a "
+            "non-recording span, so below 0.1 the cost is that of running untraced.",
             "Paced rows: wrk with a Lua delay() per request over "
             f"{PACED_CONNECTIONS} connections (wrk2 is not packaged), so the rate is approximate "
             "and closed-loop per connection.",

@@ -47,6 +47,7 @@ class ProxyDispatcher:
         self.pipeline = pipeline
         self.keys = keys
         self.operations: dict[str, tuple[Route, Operation]] = {}
+        self.labels: dict[str, str] = {}  # endpoint -> route label
         rules = []
         for route in table.routes:
             for op in route.operations:
@@ -54,6 +55,7 @@ class ProxyDispatcher:
                 rule = route.prefix + op.flask_rule_tail
                 endpoint = f"{op.method} {rule}"
                 self.operations[endpoint] = (route, op)
+                self.labels[endpoint] = rule
                 rules.append(Rule(rule, endpoint=endpoint, methods=[op.method]))
         self.exact = {
             (op.method, route.prefix + op.path): endpoint
@@ -77,7 +79,7 @@ class ProxyDispatcher:
             except MethodNotAllowed as exc:
                 refused = exc
         if refused is None:  # the route label, refusals by the key included
-            environ[ROUTE_KEY] = endpoint.split(" ", 1)[1]
+            environ[ROUTE_KEY] = self.labels[endpoint]
         try:
             key = self.keys.authenticate(environ.get("HTTP_AUTHORIZATION"))  # stage 1
             if refused is not None:

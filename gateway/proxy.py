@@ -149,7 +149,8 @@ def outbound_headers(request: ProxiedRequest, request_id: str) -> dict[str, str]
 
 def returned_headers(reply: Reply) -> list[tuple[str, str]]:
     """The upstream's answer headers minus hop-by-hop ones and those the gateway sets."""
-    dropped = NOT_RETURNED | _connection_listed(reply.headers.get("Connection"))
+    listed = reply.headers.get("Connection")
+    dropped = NOT_RETURNED | _connection_listed(listed) if listed else NOT_RETURNED
     return [(k, v) for k, v in reply.headers.items() if k.lower() not in dropped]
 
 

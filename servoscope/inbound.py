@@ -141,8 +141,9 @@ class InboundObserver:
             status = outcome.get("status", 500)
             if route:
                 span.update_name(f"{method} {route}")
-                span.set_attribute("http.route", route)
-            span.set_attribute("http.response.status_code", status)
+                span.set_attributes({"http.route": route, "http.response.status_code": status})
+            else:
+                span.set_attribute("http.response.status_code", status)
             if status == 413:
                 drain_refused_body(environ)
             if status >= 500:
