@@ -17,7 +17,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
 
-from servoscope.settings import Settings
+from servoscope.settings import Settings, SettingsError, env_name
 
 VERSION = "0.1.0"
 
@@ -37,8 +37,9 @@ def setup_tracing(service_name: str, settings: Settings) -> None:
             "deployment.environment.name": settings.get("telemetry", "environment"),
         }
     )
-    ratio = float(settings.get("telemetry", "sampling_ratio"))
-    provider = TracerProvider(resource=resource, sampler=ParentBased(TraceIdRatioBased(ratio)))
+    provider = TracerProvider(
+        resource=resource, sampler=ParentBased(TraceIdRatioBased(sampling_ratio(settings)))
+    )
     endpoint = f"{settings.url('jaeger_otlp_http')}/v1/traces"
     provider.add_span_processor(
         BatchSpanProcessor(
@@ -47,6 +48,19 @@ def setup_tracing(service_name: str, settings: Settings) -> None:
     )
     trace.set_tracer_provider(provider)
     _provider = provider
+
+
+def sampling_ratio(settings: Settings) -> float:
+    """``[telemetry] sampling_ratio``: the share of traces started here that are recorded
+    and exported (1.0 on the local stack; what it costs per request: BENCHMARKS.md)."""
+    ratio = settings.get("telemetry", "sampling_ratio")
+    if isinstance(ratio, bool) or not isinstance(ratio, int | float) or not 0 <= ratio <= 1:
+        raise SettingsError(
+            f"{settings.source}: [telemetry] sampling_ratio = {ratio!r} must be a number from "
+            f"0 to 1 (1.0 traces every request, 0.01 one in a hundred); set it in the file or "
+            f"with {env_name('telemetry', 'sampling_ratio')}."
+        )
+    return float(ratio)
 
 
 def shutdown_tracing() -> None:
