@@ -303,7 +303,9 @@ def measure(target: Target) -> Run:
     return run
 
 
-def interleaved(ctx: BenchContext, targets: dict[str, Target]) -> dict[str, list[Run]]:
+def interleaved(
+    ctx: BenchContext, targets: dict[str, Target], loads: list[float]
+) -> dict[str, list[Run]]:
     """``ctx.repeats`` rounds, each measuring every target once, in an order that rotates
     from round to round: a spell of load from elsewhere on the machine then falls on
     every target alike instead of on whichever was being measured at the time."""
@@ -315,8 +317,8 @@ def interleaved(ctx: BenchContext, targets: dict[str, Target]) -> dict[str, list
     for round_ in range(ctx.repeats):
         shift = round_ * max(1, len(names) // ctx.repeats)
         order = names[shift % len(names) :] + names[: shift % len(names)]
-        load = os.getloadavg()[0]
-        ctx.say(f"gateway bench: round {round_ + 1} of {ctx.repeats}, load {load:.1f}")
+        loads.append(os.getloadavg()[0])
+        ctx.say(f"gateway bench: round {round_ + 1} of {ctx.repeats}, load {loads[-1]:.1f}")
         for name in order:
             runs[name].append(measure(targets[name]))
     return runs
@@ -375,7 +377,7 @@ def run(ctx: BenchContext) -> Section:
                 gateway(work, upstream_url, otlp_port=otlp, workers=2, redis_port=redis_port)
             )
         )
-        runs = interleaved(ctx, targets)
+        runs = interleaved(ctx, targets, loads)
         results = {name: summary(r) for name, r in runs.items()}
         rate = results[traced].rps / 2
         script = paced_script(work, rate, PACED_CONNECTIONS)
@@ -457,7 +459,8 @@ def run(ctx: BenchContext) -> Section:
             "to round, so a spell of other load on the machine falls on every row alike; each "
             "figure is the median of its rounds. wrk, nginx, the upstream, the gateways, the "
             f"bare proxies and Jaeger all share this machine's {os.cpu_count()} cores; load "
-            f"average {loads[0]:.1f} when the run started, {loads[1]:.1f} when it ended.",
+            f"average (1 min) from {min(loads):.1f} to {max(loads):.1f} at the start, each "
+            "round's start and the end.",
             "Upstream: a bare WSGI function answering 12 bytes of JSON under gunicorn "
             "(gthread, 1 worker, 8 threads). nginx: 1 worker, keep-alive pool of 64 to it.",
             "Gateway rows: the stack's configuration (gunicorn's gevent worker, 1 worker, local "
@@ -478,8 +481,9 @@ def run(ctx: BenchContext) -> Section:
             "(SERVOSCOPE_TELEMETRY_SAMPLING_RATIO) at 1 (the local stack's), 0.1 and 0.01 "
             "(parent-based: a request with no sampled parent is traced with that probability), "
             f"what production runs. CPU per request above the untraced gateway's: {costs}. "
-            "Unsampled requests still get a trace id (X-Trace-Id, the access line) and a "
-            "non-recording span, so below 0.1 the cost is that of running untraced.",
+            "An unsampled request still costs more than tracing off: its ids are generated and "
+            "the sampler consulted for both spans, which are non-recording, its traceparent "
+            "goes upstream and X-Trace-Id back; nothing is encoded or exported.",
             "Paced rows: wrk with a Lua delay() per request over "
             f"{PACED_CONNECTIONS} connections (wrk2 is not packaged), so the rate is approximate "
             "and closed-loop per connection.",
