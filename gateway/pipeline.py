@@ -222,6 +222,7 @@ class Pipeline:
             check_sendable(call.path, call.outbound)
         except RequestUnsendable as exc:
             raise self._unsendable(call, exc) from None
+        call.checked = True  # what the stages add later (the deadline field) is ours
 
     def _unsendable(self, call: Call, exc: RequestUnsendable) -> Problem:
         call.span.add_event("gateway.request_unsendable", {"gateway.reason": str(exc)})

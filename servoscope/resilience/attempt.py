@@ -164,6 +164,7 @@ class TransportStage:
                 timeout=timeout,
                 attempt=call.attempt,
                 attributes=call.attempt_attributes(),
+                checked=call.checked,
             )
         except UpstreamTimeout as exc:
             waited = timeout.total or timeout.read

@@ -63,6 +63,9 @@ class Call:
     path: str = "/"  # with its query string
     body: bytes | None = None
     outbound: dict[str, str] = field(default_factory=dict)  # headers sent on every attempt
+    # The caller ran servoscope.outbound.check_sendable on path and outbound (the gateway
+    # does, to refuse a client's mistake before any attempt): the client need not again.
+    checked: bool = False
     span: Span = field(default_factory=trace.get_current_span)  # events of the stages go here
     # Set by the stages: the deadline (None without a deadline stage), then per attempt
     # its number, the target the breaker admitted it to and in which state, its timeouts.
