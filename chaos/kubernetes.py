@@ -1,54 +1,70 @@
-"""Chaos Toolkit actions against the sealed cluster of ``make k8s-up``: kill a DaemonSet's pod
-and let the DaemonSet bring it back.
+"""The hold and the heal of the Kubernetes pod kill: what chaostoolkit-kubernetes has no action for.
 
-The local suite's ``kill_process`` holds a killed process down until ``restart_process``
-lets the supervisor start it again. Here the DaemonSet is the supervisor, and the hold is its
-node selector: the node's label comes off first (so the controller does not replace the pod at
-once), then the pod is force-deleted (grace period 0: its containers get SIGKILL). Putting the
-label back is the heal: the DaemonSet schedules a new pod, and the action returns once it is
-ready. kubectl runs inside the cluster's network namespace (deploy.cluster).
+The kill itself is chaosk8s's ``terminate_pods`` (force deletion, grace period 0: the pod's
+containers get SIGKILL). The local suite's ``kill_process`` holds a killed process down until
+``restart_process`` lets the supervisor start it again; here the DaemonSet is the supervisor
+and the hold is its node selector. :func:`hold_off` takes the node's label off before the kill,
+so the DaemonSet does not replace the pod at once; :func:`bring_back` puts the label back and
+returns once the DaemonSet's new pod is ready.
+
+Both reach the API server the way chaosk8s does, through its ``create_k8s_api_client`` (the
+kubeconfig that ``KUBECONFIG`` names; deploy.cluster.release.api_access writes one for a
+loopback port-forward into the cluster's namespace).
 """
 
 from __future__ import annotations
 
-import json
 import time
 
-from deploy.cluster import layout, lifecycle
+from chaosk8s import create_k8s_api_client
+from kubernetes import client
+from kubernetes.client import V1Pod
 
 
-def _pods(namespace: str, selector: str) -> list[dict]:
-    listed = lifecycle.kubectl("-n", namespace, "get", "pods", "-l", selector, "-o", "json")
-    return json.loads(listed.stdout)["items"]
+def _core(secrets: dict | None) -> client.CoreV1Api:
+    return client.CoreV1Api(create_k8s_api_client(secrets))
 
 
-def _ready(pod: dict) -> bool:
-    if pod["metadata"].get("deletionTimestamp"):
+def _label(core: client.CoreV1Api, node: str, key: str, value: str | None) -> None:
+    # A null value in the patch removes the label.
+    core.patch_node(node, {"metadata": {"labels": {key: value}}})
+
+
+def _ready(pod: V1Pod) -> bool:
+    if pod.metadata.deletion_timestamp:
         return False
-    conditions = pod["status"].get("conditions", [])
-    return any(c["type"] == "Ready" and c["status"] == "True" for c in conditions)
+    conditions = pod.status.conditions or []
+    return any(c.type == "Ready" and c.status == "True" for c in conditions)
 
 
-def kill_pod(namespace: str, selector: str, node_label: str) -> list[str]:
-    """Takes ``node_label`` (``key=value``) off the node, then SIGKILLs the pods ``selector``
-    picks (force deletion, grace period 0); returns their names."""
-    key = node_label.split("=", 1)[0]
-    lifecycle.kubectl("label", "node", layout.NODE_NAME, f"{key}-")
-    names = [pod["metadata"]["name"] for pod in _pods(namespace, selector)]
-    if names:
-        lifecycle.kubectl(
-            "-n", namespace, "delete", "pod", *names, "--grace-period=0", "--force", "--wait=false"
-        )
-    return names
+def hold_off(node: str, label: str, secrets: dict | None = None) -> str:
+    """Takes ``label`` (``key=value``, a DaemonSet's node selector) off ``node``, so that the
+    DaemonSet keeps no pod there; returns the node's name."""
+    _label(_core(secrets), node, label.split("=", 1)[0], None)
+    return node
 
 
-def restore_pod(namespace: str, selector: str, node_label: str, timeout_s: float = 60.0) -> float:
-    """Puts ``node_label`` back on the node; returns the seconds until the DaemonSet's new pod
-    was ready."""
-    lifecycle.kubectl("label", "node", layout.NODE_NAME, node_label, "--overwrite")
+def bring_back(
+    namespace: str,
+    selector: str,
+    node: str,
+    label: str,
+    timeout_s: float = 60.0,
+    secrets: dict | None = None,
+) -> float:
+    """Puts ``label`` back on ``node``; returns the seconds until a pod that ``selector`` picks
+    in ``namespace`` (the DaemonSet's new one) was ready.
+
+    chaosk8s's ``daemon_set_fully_available`` does not do for this wait: right after the label
+    returns the DaemonSet still wants 0 pods and has 0 ready, which it takes for fully
+    available, and when time runs out it answers False instead of failing the activity.
+    """
+    core = _core(secrets)
+    _label(core, node, *label.split("=", 1))
     started = time.monotonic()
     while time.monotonic() - started < timeout_s:
-        if any(_ready(pod) for pod in _pods(namespace, selector)):
+        pods = core.list_namespaced_pod(namespace, label_selector=selector).items
+        if any(_ready(pod) for pod in pods):
             return round(time.monotonic() - started, 2)
         time.sleep(0.25)
     raise RuntimeError(f"no ready pod for {selector} within {timeout_s}s of the label's return")

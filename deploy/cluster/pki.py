@@ -53,12 +53,11 @@ def create() -> None:
     )  # fmt: skip
     names = ["kubernetes", "kubernetes.default", "kubernetes.default.svc"]
     names.append(f"kubernetes.default.svc.{CLUSTER_DOMAIN}")
-    alt = ",".join([f"DNS:{n}" for n in names] + [f"IP:{API_SERVICE_IP}", f"IP:{NODE_IP}"])
-    _sign(
-        "apiserver",
-        "/CN=kube-apiserver",
-        f"subjectAltName={alt},IP:127.0.0.1\nextendedKeyUsage=serverAuth\n",
-    )
+    # 127.0.0.1: clients on the host reach the API server through a loopback port-forward
+    # (release.api_access).
+    addresses = [API_SERVICE_IP, NODE_IP, "127.0.0.1"]
+    alt = ",".join([f"DNS:{n}" for n in names] + [f"IP:{a}" for a in addresses])
+    _sign("apiserver", "/CN=kube-apiserver", f"subjectAltName={alt}\nextendedKeyUsage=serverAuth\n")
     _sign("admin", "/CN=servoscope-admin/O=system:masters", "extendedKeyUsage=clientAuth\n")
     _openssl("genrsa", "-out", str(PKI / "sa.key"), "2048")
     _openssl("rsa", "-in", str(PKI / "sa.key"), "-pubout", "-out", str(PKI / "sa.pub"))

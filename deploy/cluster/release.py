@@ -10,14 +10,16 @@ kubectl run inside the cluster's namespace, where the API server's address is. `
 
 from __future__ import annotations
 
+import contextlib
 import re
 import signal
 import subprocess
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
-from deploy.cluster import images, layout, lifecycle, netns
+from deploy.cluster import images, layout, lifecycle, netns, pki
 from deploy.cluster.forward import Forward
 from servoscope.settings import REPO_ROOT
 from stack.supervisor import say
@@ -113,6 +115,25 @@ def forwards() -> dict[str, Forward]:
         name: Forward(cluster_ip(component), port)
         for name, (component, port) in SERVICE_PORTS.items()
     }
+
+
+def host_access(directory: Path, port: int) -> dict[str, str]:
+    """The environment a client on the host (chaostoolkit-kubernetes, the kubernetes Python
+    client) reads to reach the API server on loopback ``port``: ``KUBECONFIG``, a kubeconfig
+    written in ``directory`` with the cluster's admin credentials (the API server's certificate
+    names 127.0.0.1), and no proxy for loopback, so that a proxy set in the environment never
+    carries the API's traffic off the machine."""
+    kubeconfig = directory / "host.kubeconfig"
+    pki.write_kubeconfig(kubeconfig, f"https://127.0.0.1:{port}")
+    return {"KUBECONFIG": str(kubeconfig), "NO_PROXY": "127.0.0.1", "no_proxy": "127.0.0.1"}
+
+
+@contextlib.contextmanager
+def api_access(directory: Path) -> Iterator[dict[str, str]]:
+    """:func:`host_access` through a loopback port-forward to the API server, open while the
+    block runs."""
+    with Forward(layout.NODE_IP, layout.API_PORT) as port:
+        yield host_access(directory, port)
 
 
 def serve_forwards() -> None:

@@ -1,6 +1,8 @@
-"""Chaos on Kubernetes: the servo controller's pod killed under load (Chaos Toolkit,
-chaos/experiments/kubernetes/servo-pod-kill.yaml), judged from its journal by the local
-suite's own runner and judge, with a control run whose gateway has its breaker off.
+"""Chaos on Kubernetes: the servo controller's pod killed under load (Chaos Toolkit with
+chaostoolkit-kubernetes, chaos/experiments/kubernetes/servo-pod-kill.yaml), judged from its
+journal by the local suite's own runner and judge, with a control run whose gateway has its
+breaker off. Chaos Toolkit reaches the API server through a loopback port-forward
+(release.api_access).
 
 Each run starts from a fresh simulator (its log of targets is what proves no command was
 applied twice). The control run's route table is the local suite's (``route_table`` with the
@@ -15,7 +17,7 @@ import pytest
 import yaml
 
 from chaos import runner
-from deploy.cluster import release
+from deploy.cluster import layout, release
 from stack.ephemeral import Stack, wait_for
 from tests.kubernetes.conftest import kubectl
 
@@ -26,6 +28,7 @@ SIMULATOR = f"deployment/{release.service('simulator')}"
 K8S_ENV = {
     "CHAOS_K8S_NAMESPACE": release.NAMESPACE,
     "CHAOS_K8S_SERVO_SELECTOR": "app.kubernetes.io/component=servo-controller",
+    "CHAOS_K8S_SERVO_NODE": layout.NODE_NAME,
     "CHAOS_K8S_SERVO_NODE_LABEL": release.SERVO_BUS_LABEL,
 }
 
@@ -48,14 +51,16 @@ def fresh_simulator(stack: Stack) -> None:
 @pytest.fixture(scope="module")
 def outcomes(k8s_stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> list[runner.Outcome]:
     results = tmp_path_factory.mktemp("chaos-k8s")
-    fresh_simulator(k8s_stack)
-    protected = runner.run_on(k8s_stack, EXPERIMENT, True, results, env=K8S_ENV)
-    routes = results / "control-routes.yaml"
-    routes.write_text(yaml.safe_dump(runner.route_table(EXPERIMENT, protected=False)))
-    # The release keeps this table until the cluster stops: no test after this one needs it.
-    release.install(release.OFFLINE_VALUES, "--set-file", f"gateway.routes={routes}")
-    fresh_simulator(k8s_stack)
-    control = runner.run_on(k8s_stack, EXPERIMENT, False, results, env=K8S_ENV)
+    with release.api_access(results) as access:
+        env = {**K8S_ENV, **access}
+        fresh_simulator(k8s_stack)
+        protected = runner.run_on(k8s_stack, EXPERIMENT, True, results, env=env)
+        routes = results / "control-routes.yaml"
+        routes.write_text(yaml.safe_dump(runner.route_table(EXPERIMENT, protected=False)))
+        # The release keeps this table until the cluster stops: no test after this one needs it.
+        release.install(release.OFFLINE_VALUES, "--set-file", f"gateway.routes={routes}")
+        fresh_simulator(k8s_stack)
+        control = runner.run_on(k8s_stack, EXPERIMENT, False, results, env=env)
     (results / "summary.md").write_text(runner.summary([protected, control]))
     return [protected, control]
 
