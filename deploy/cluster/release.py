@@ -5,7 +5,8 @@ from podman into the node's containerd (no registry is reachable), and runs
 ``helm upgrade --install --wait`` with the offline and simulator values: the gateway with two
 replicas sharing its state in Redis, the Maestro simulator in a pod of its own. Helm and
 kubectl run inside the cluster's namespace, where the API server's address is. ``forward``
-(make k8s-forward) relays loopback ports to the release's Services until Ctrl-C.
+(make k8s-forward) relays loopback ports to the release's Services until Ctrl-C;
+``api_access`` relays one to the API server, with a kubeconfig for it, for a client on the host.
 """
 
 from __future__ import annotations
