@@ -110,5 +110,12 @@ def run(ctx: BenchContext) -> Section:
             "`make k8s-install` once, in the first cycle, on a fresh containerd: it imports every "
             "image of the chart from podman, then `helm install --wait` with the offline and "
             "simulator values; each pod's RSS 20 s after, idle, summed over its cgroup.",
+            "First build from empty caches, not re-measured by `make bench` (it takes most of an "
+            "hour): a fresh clone's whole `bash .ci/run` with an empty HOME (servoscope, Go and "
+            "pip caches) and an empty podman store, 2026-11-30, other work keeping the load "
+            "average near 5: 60 min 44 s, of which installing and building 33 min 49 s (Jaeger 6 "
+            "min, base and images 2.5 min, kube-apiserver + kubectl 9 min 46 s, the node's four "
+            "kubernetes commands 4 min, containerd 2 min, CoreDNS 3 min 15 s) and the 553 tests "
+            "26 min 52 s; docs/kubernetes.md lists every step.",
         ],
     )
