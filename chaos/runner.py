@@ -188,6 +188,33 @@ def _trace_id(stack: Stack, route: str, status: str, since: float) -> str:
     return traces[0]["traceID"] if traces else ""
 
 
+def _whole_trace(stack: Stack, trace_id: str, wait_s: float = 5.0) -> dict:
+    """The trace as Jaeger answers it once every client span's upstream has reported its
+    side, or as it is after ``wait_s``: each process exports its own spans (every half
+    second), so a trace picked as it ends may still lack the upstream's."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        trace = http("GET", f"{stack.url('jaeger_ui')}/api/traces/{trace_id}").json()
+        if _answered(trace) or time.monotonic() >= deadline:
+            return trace
+        time.sleep(0.5)
+
+
+def _answered(trace: dict) -> bool:
+    """Every HTTP client span of the trace has a child: the server span of the call it
+    made (a serial exchange's client span has none: the device does not trace)."""
+    spans = [span for data in trace.get("data") or [] for span in data["spans"]]
+    parents = {ref["spanID"] for span in spans for ref in span.get("references", [])}
+    calls = [
+        span["spanID"]
+        for span in spans
+        if {"span.kind": "client", "http.request.method": None}.keys()
+        <= {t["key"] for t in span["tags"]}
+        and any(t["key"] == "span.kind" and t["value"] == "client" for t in span["tags"])
+    ]
+    return all(call in parents for call in calls)
+
+
 def run_one(experiment: Experiment, protected: bool, results: Path) -> Outcome:
     label = f"{experiment.name}-{'protected' if protected else 'control'}"
     work = results / label
@@ -241,11 +268,7 @@ def run_on(
         "recovered": _trace_id(stack, experiment.trace_route, "200", time.time() - 5),
     }
     # The stack goes away; its two telling traces stay with the journal.
-    kept = {
-        kind: http("GET", f"{stack.url('jaeger_ui')}/api/traces/{trace_id}").json()
-        for kind, trace_id in traces.items()
-        if trace_id
-    }
+    kept = {kind: _whole_trace(stack, trace_id) for kind, trace_id in traces.items() if trace_id}
     (results / f"{label}.traces.json").write_text(json.dumps(kept, indent=1))
     judgement = judge_file(journal) if journal.exists() else Judgement(experiment.title)
     if not journal.exists():

@@ -116,3 +116,19 @@ def test_a_known_failure_tolerates_only_its_own_figure() -> None:
     success = run(p95 + "; [success] state: 98.57% ok < 99.5% -- {}")
     assert runner.verdict([success]), "a second figure of the same probe still fails the suite"
     assert runner.verdict([run("method activity failed: isolation: untagged")])
+
+
+def _span(span_id: str, kind: str, parent: str | None = None, http: bool = True) -> dict:
+    tags = [{"key": "span.kind", "value": kind}]
+    if http:
+        tags.append({"key": "http.request.method", "value": "GET"})
+    refs = [{"refType": "CHILD_OF", "spanID": parent}] if parent else []
+    return {"spanID": span_id, "tags": tags, "references": refs}
+
+
+def test_a_kept_trace_waits_for_the_upstreams_side_of_every_http_call() -> None:
+    gateway = [_span("a", "server"), _span("b", "client", parent="a")]
+    upstream = [_span("c", "server", parent="b"), _span("d", "client", "c", http=False)]
+    assert not runner._answered({"data": [{"spans": gateway}]})  # its upstream not in yet
+    assert runner._answered({"data": [{"spans": gateway + upstream}]})  # the serial one has none
+    assert runner._answered({"data": [{"spans": [_span("a", "server")]}]})  # refused, no call
