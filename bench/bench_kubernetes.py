@@ -112,10 +112,10 @@ def run(ctx: BenchContext) -> Section:
             "simulator values; each pod's RSS 20 s after, idle, summed over its cgroup.",
             "First build from empty caches, not re-measured by `make bench` (it takes most of an "
             "hour): a fresh clone's whole `bash .ci/run` with an empty HOME (servoscope, Go and "
-            "pip caches) and an empty podman store, 2026-11-30, other work keeping the load "
-            "average near 5: 60 min 44 s, of which installing and building 33 min 49 s (Jaeger 6 "
-            "min, base and images 2.5 min, kube-apiserver + kubectl 9 min 46 s, the node's four "
-            "kubernetes commands 4 min, containerd 2 min, CoreDNS 3 min 15 s) and the 553 tests "
-            "26 min 52 s; docs/kubernetes.md lists every step.",
+            "pip caches) and an empty podman store, 2026-11-30: 41 min 57 s on a quiet machine, "
+            "of which installing and building 17 min 51 s (Jaeger 3 min 15 s, base and images 1.5 "
+            "min, kube-apiserver + kubectl 4 min 15 s, the node's four kubernetes commands 2 min, "
+            "containerd 1.5 min, CoreDNS 1 min) and the tests 24 min 3 s; 60 min 44 s with other "
+            "work keeping the load average near 5; docs/kubernetes.md lists every step.",
         ],
     )
