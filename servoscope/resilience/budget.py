@@ -60,14 +60,21 @@ class RetryBudget:
 
     # -- redis ---------------------------------------------------------------
 
+    def _counter(self, kind: str, second: int) -> str:
+        """The Redis key of ``second``'s ``req`` or ``retry`` count."""
+        return f"{self._key}:{kind}:{second}"
+
+    def _ttl_s(self) -> int:
+        return self.options.window_s + 1  # a second's count outlives its window, no more
+
     def _redis_add(self, pipe: redis.client.Pipeline, kind: str, now: int, by: int = 1) -> None:
-        key = f"{self._key}:{kind}:{now}"
+        key = self._counter(kind, now)
         pipe.incrby(key, by)
-        pipe.expire(key, self.options.window_s + 1)
+        pipe.expire(key, self._ttl_s())
 
     def _redis_totals(self, r: redis.Redis, now: int) -> tuple[int, int]:
         seconds = range(now - self.options.window_s + 1, now + 1)
-        keys = [f"{self._key}:{kind}:{s}" for kind in ("req", "retry") for s in seconds]
+        keys = [self._counter(kind, s) for kind in ("req", "retry") for s in seconds]
         values = [int(v or 0) for v in r.mget(keys)]
         half = len(seconds)
         return sum(values[:half]), sum(values[half:])
@@ -81,7 +88,7 @@ class RetryBudget:
     def request_key(self, second: int) -> tuple[str, int]:
         """The Redis counter of ``second``'s requests and its time to live: what the
         request's script increments instead of :meth:`record_request`."""
-        return f"{self._key}:req:{second}", self.options.window_s + 1
+        return self._counter("req", second), self._ttl_s()
 
     def record_request(self, second: int, by: int = 1) -> None:
         """Count one request (not attempt) for the upstream in ``second``."""
